@@ -1,0 +1,1 @@
+"""Queue -> Durable orchestrator: GitHub + Azure ML train, gate, deploy (filled by the dispatch issue)."""

@@ -1,0 +1,1 @@
+"""HTTP: scoring results -> Blob + Azure Data Explorer (filled by the scoring_collector issue)."""

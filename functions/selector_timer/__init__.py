@@ -1,0 +1,1 @@
+"""Timer + admin HTTP: uncertainty selection -> Azure ML Data Labeling input (filled by the selector issue)."""

@@ -1,0 +1,5 @@
+"""The selector_timer stage's triggers. Thin: binding -> typed input -> service -> output."""
+
+import azure.functions as func
+
+bp = func.Blueprint()

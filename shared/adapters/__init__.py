@@ -1,0 +1,1 @@
+"""Adapters: the ports of :mod:`shared.ports` on real backends."""

@@ -1,0 +1,316 @@
+"""The embedded store: one DuckDB file holding predictions, selections, labels and model versions.
+
+Selection runs in DuckDB SQL (:mod:`shared.core.sql`); the parity tests hold it to the NumPy
+reference. One connection per store object; DuckDB serialises writers inside a process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from shared.core import sql
+from shared.core.records import (
+    Label,
+    ModelStatus,
+    ModelVersion,
+    PredictionBatch,
+    SelectedItem,
+    Selection,
+)
+from shared.core.selection import CandidateFilter, Ranked
+from shared.errors import NotFoundError
+from shared.ports import CandidateSet, LabeledSet
+
+
+def _list_array(matrix: np.ndarray | None, n: int) -> pa.Array:
+    """A (n, d) float32 matrix as an Arrow list column (nulls when there is no matrix)."""
+    if matrix is None:
+        return pa.nulls(n, type=pa.list_(pa.float32()))
+    m = np.ascontiguousarray(matrix, dtype=np.float32)
+    offsets = np.arange(0, m.size + 1, m.shape[1], dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(m.reshape(-1)))
+
+
+def _naive_utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
+class DuckDBStore:
+    """:class:`shared.ports.PredictionStore` on a DuckDB file (or ``":memory:"``)."""
+
+    def __init__(self, path: str | Path = ":memory:", *, threads: int | None = None) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(path))
+        if threads:
+            self._con.execute(f"SET threads = {int(threads)}")
+        self._lock = threading.RLock()
+        self._con.execute(sql.SCHEMA)
+
+    def close(self) -> None:
+        self._con.close()
+
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            yield self._con
+
+    # predictions -------------------------------------------------------------------------
+    def add_predictions(self, batch: PredictionBatch) -> int:
+        n = len(batch)
+        if n == 0:
+            return 0
+        staged = pa.table(
+            {
+                "prediction_id": pa.array(batch.prediction_ids, pa.string()),
+                "item_id": pa.array(batch.item_ids, pa.string()),
+                "item_uri": pa.array(batch.item_uris, pa.string()),
+                "model_name": pa.array(batch.model_name, pa.string()),
+                "model_version": pa.array(batch.model_version, pa.string()),
+                "predicted_label": pa.array(batch.predicted_labels, pa.string()),
+                "scored_at": pa.array(batch.scored_at.astype("datetime64[us]"), pa.timestamp("us")),
+                "probabilities": _list_array(batch.probabilities, n),
+                "embedding": _list_array(batch.embeddings, n),
+            }
+        )
+        with self._cursor() as con:
+            before = _scalar(con, "SELECT count(*) FROM predictions")
+            con.register("staged", staged)
+            try:
+                con.execute(sql.INSERT_PREDICTIONS)
+            finally:
+                con.unregister("staged")
+            after = _scalar(con, "SELECT count(*) FROM predictions")
+        return int(after - before)
+
+    def count_predictions(self) -> int:
+        with self._cursor() as con:
+            return _scalar(con, "SELECT count(*) FROM predictions")
+
+    @staticmethod
+    def _filter_params(flt: CandidateFilter) -> dict[str, object]:
+        return {
+            "model_name": flt.model_name,
+            "model_version": flt.model_version,
+            "window_start": flt.window_start.astype("datetime64[us]").item(),
+            "window_end": flt.window_end.astype("datetime64[us]").item(),
+        }
+
+    def top_k(self, flt: CandidateFilter, strategy: str, k: int, seed: int = 0) -> list[Ranked]:
+        params = self._filter_params(flt) | {"k": int(k)}
+        if strategy == "random":
+            params["seed"] = int(seed)
+        with self._cursor() as con:
+            rows = con.execute(sql.top_k_query(strategy), params).fetchall()
+        return [Ranked(str(i), float(s)) for i, s in rows]
+
+    def candidates(self, flt: CandidateFilter) -> CandidateSet:
+        with self._cursor() as con:
+            table = con.sql(sql.CANDIDATES_QUERY, params=self._filter_params(flt)).to_arrow_table()
+        n = table.num_rows
+        ids = np.asarray(table.column("item_id").to_pylist(), dtype=str)
+        uris = np.asarray(table.column("item_uri").to_pylist(), dtype=str)
+        proba = _matrix(table.column("probabilities"), n)
+        emb_col = table.column("embedding")
+        embeddings = None if n == 0 or emb_col.null_count == n else _matrix(emb_col, n)
+        return CandidateSet(ids, uris, proba if proba is not None else np.zeros((0, 0), np.float32),
+                            embeddings)
+
+    def labeled_set(self, model_name: str, model_version: str) -> LabeledSet:
+        query = """
+            SELECT b.item_id, b.label, p.embedding
+            FROM (SELECT item_id, arg_max(label, recorded_at) AS label FROM labels GROUP BY item_id) b
+            LEFT JOIN (
+                SELECT item_id, arg_max(embedding, scored_at) AS embedding FROM predictions
+                WHERE model_name = $model_name AND model_version = $model_version
+                GROUP BY item_id) p USING (item_id)
+            ORDER BY b.item_id
+        """
+        with self._cursor() as con:
+            table = con.sql(
+                query, params={"model_name": model_name, "model_version": model_version}
+            ).to_arrow_table()
+        n = table.num_rows
+        emb_col = table.column("embedding")
+        embeddings = None if n == 0 or emb_col.null_count > 0 else _matrix(emb_col, n)
+        return LabeledSet(
+            np.asarray(table.column("item_id").to_pylist(), dtype=str),
+            np.asarray(table.column("label").to_pylist(), dtype=str),
+            embeddings,
+        )
+
+    # selections --------------------------------------------------------------------------
+    def record_selection(self, selection: Selection) -> None:
+        rows = [
+            (selection.batch_id, it.item_id, it.item_uri, selection.model_name,
+             selection.model_version, selection.strategy, it.score, it.rank,
+             _naive_utc(selection.selected_at))
+            for it in selection.items
+        ]
+        with self._cursor() as con:
+            con.execute("BEGIN")
+            try:
+                con.executemany(
+                    "INSERT INTO selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE) "
+                    "ON CONFLICT DO NOTHING",
+                    rows,
+                )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    def pending_handoffs(self) -> list[Selection]:
+        with self._cursor() as con:
+            rows = con.execute(
+                "SELECT batch_id, strategy, model_name, model_version, selected_at, item_id, "
+                "item_uri, score, rank FROM selections WHERE NOT handed_off "
+                "ORDER BY selected_at, batch_id, rank"
+            ).fetchall()
+        batches: dict[str, list[tuple]] = {}
+        for row in rows:
+            batches.setdefault(row[0], []).append(row)
+        return [
+            Selection(
+                batch_id=b, strategy=r[0][1], model_name=r[0][2], model_version=r[0][3],
+                selected_at=_aware(r[0][4]),  # type: ignore[arg-type]
+                items=tuple(SelectedItem(x[5], x[6], x[7], x[8]) for x in r),
+            )
+            for b, r in batches.items()
+        ]
+
+    def mark_handed_off(self, batch_id: str) -> None:
+        with self._cursor() as con:
+            con.execute("UPDATE selections SET handed_off = TRUE WHERE batch_id = ?", [batch_id])
+
+    def is_selected(self, item_ids: Sequence[str]) -> np.ndarray:
+        if not item_ids:
+            return np.zeros(0, dtype=bool)
+        with self._cursor() as con:
+            found = {
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT item_id FROM selections WHERE list_contains($ids, item_id)",
+                    {"ids": list(item_ids)},
+                ).fetchall()
+            }
+        return np.array([i in found for i in item_ids], dtype=bool)
+
+    def selection_uris(self, item_ids: Sequence[str]) -> dict[str, str]:
+        with self._cursor() as con:
+            rows = con.execute(
+                "SELECT item_id, arg_max(item_uri, selected_at) FROM selections "
+                "WHERE list_contains($ids, item_id) GROUP BY item_id",
+                {"ids": list(item_ids)},
+            ).fetchall()
+        return {str(i): str(u) for i, u in rows}
+
+    # labels ------------------------------------------------------------------------------
+    def add_labels(self, labels: Sequence[Label]) -> int:
+        if not labels:
+            return 0
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows = [
+            (lb.item_id, lb.label, lb.export_id, lb.export_sha256, _naive_utc(lb.labeled_at), now)
+            for lb in labels
+        ]
+        with self._cursor() as con:
+            before = _scalar(con, "SELECT count(*) FROM labels")
+            con.execute("BEGIN")
+            try:
+                con.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+            after = _scalar(con, "SELECT count(*) FROM labels")
+        return int(after - before)
+
+    def list_labels(self) -> list[Label]:
+        """The current label of every labeled item (the most recently recorded answer wins)."""
+        with self._cursor() as con:
+            rows = con.execute(
+                "SELECT item_id, arg_max(label, recorded_at), arg_max(export_id, recorded_at), "
+                "arg_max(export_sha256, recorded_at), max(labeled_at) FROM labels "
+                "GROUP BY item_id ORDER BY item_id"
+            ).fetchall()
+        return [Label(r[0], r[1], r[2], r[3], _aware(r[4])) for r in rows]
+
+    def count_labels(self) -> int:
+        with self._cursor() as con:
+            return _scalar(con, "SELECT count(DISTINCT item_id) FROM labels")
+
+    # model versions ----------------------------------------------------------------------
+    def upsert_model_version(self, mv: ModelVersion) -> None:
+        with self._cursor() as con:
+            con.execute("BEGIN")
+            try:
+                if mv.status is ModelStatus.SERVING:
+                    con.execute(
+                        "UPDATE model_versions SET status = 'retired' "
+                        "WHERE model_name = ? AND status = 'serving' AND version <> ?",
+                        [mv.name, mv.version],
+                    )
+                con.execute(
+                    "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [mv.name, mv.version, list(mv.class_names), json.dumps(dict(mv.metrics)),
+                     mv.artifact_uri, mv.status.value, _naive_utc(mv.created_at),
+                     mv.trained_on_labels],
+                )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    def _versions(self, where: str, params: list[object]) -> list[ModelVersion]:
+        with self._cursor() as con:
+            rows = con.execute(
+                "SELECT model_name, version, class_names, metrics, artifact_uri, status, created_at, "
+                f"trained_on_labels FROM model_versions WHERE {where} ORDER BY created_at, version",
+                params,
+            ).fetchall()
+        return [
+            ModelVersion(r[0], r[1], tuple(r[2]), json.loads(r[3]), r[4], ModelStatus(r[5]),
+                         _aware(r[6]), r[7])
+            for r in rows
+        ]
+
+    def get_model_version(self, name: str, version: str) -> ModelVersion:
+        found = self._versions("model_name = ? AND version = ?", [name, version])
+        if not found:
+            raise NotFoundError(f"model {name!r} has no version {version!r}")
+        return found[0]
+
+    def serving_version(self, name: str) -> ModelVersion | None:
+        found = self._versions("model_name = ? AND status = 'serving'", [name])
+        return found[-1] if found else None
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        return self._versions("model_name = ?", [name])
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:
+    return int(con.execute(query).fetchall()[0][0])
+
+
+def _matrix(column: pa.ChunkedArray, n: int) -> np.ndarray | None:
+    if n == 0:
+        return None
+    flat = column.combine_chunks()
+    values = flat.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(n, -1)

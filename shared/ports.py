@@ -1,0 +1,133 @@
+"""Ports: what the services need from the outside world, as structural types.
+
+Adapters live in :mod:`shared.adapters` (embedded: DuckDB, local folders, in-process trainer) and,
+for Azure, beside them. Services receive ports; clients are built once per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from shared.core.records import Label, ModelVersion, PredictionBatch, Selection
+from shared.core.selection import CandidateFilter, Ranked
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateSet:
+    """Every candidate of a selection (contract of :mod:`shared.core.selection`), sorted by item id."""
+
+    item_ids: np.ndarray  # str (n,)
+    item_uris: np.ndarray  # str (n,)
+    probabilities: np.ndarray  # float32 (n, c)
+    embeddings: np.ndarray | None  # float32 (n, d)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class LabeledSet:
+    """Labeled items with their most recent embedding (if any), for strategies that need them."""
+
+    item_ids: np.ndarray
+    labels: np.ndarray
+    embeddings: np.ndarray | None
+
+
+class PredictionStore(Protocol):
+    """Tables for predictions, selections, labels and model versions, and selection queries."""
+
+    def add_predictions(self, batch: PredictionBatch) -> int:
+        """Store a batch; return how many rows were new (a known prediction id is a duplicate)."""
+        ...
+
+    def top_k(self, flt: CandidateFilter, strategy: str, k: int, seed: int = 0) -> list[Ranked]:
+        """A ranked strategy's top ``k`` candidates, computed by the backend's own query language."""
+        ...
+
+    def candidates(self, flt: CandidateFilter) -> CandidateSet:
+        """All candidates with their probabilities (and embeddings), for batch-aware strategies."""
+        ...
+
+    def labeled_set(self, model_name: str, model_version: str) -> LabeledSet: ...
+
+    def record_selection(self, selection: Selection) -> None: ...
+
+    def pending_handoffs(self) -> list[Selection]:
+        """Selections recorded but not yet fully handed to labeling (a crash in between)."""
+        ...
+
+    def mark_handed_off(self, batch_id: str) -> None: ...
+
+    def add_labels(self, labels: Sequence[Label]) -> int:
+        """Record labels once per (item, export content); return how many were new."""
+        ...
+
+    def list_labels(self) -> list[Label]: ...
+
+    def count_labels(self) -> int: ...
+
+    def is_selected(self, item_ids: Sequence[str]) -> np.ndarray: ...
+
+    def upsert_model_version(self, mv: ModelVersion) -> None: ...
+
+    def get_model_version(self, name: str, version: str) -> ModelVersion: ...
+
+    def serving_version(self, name: str) -> ModelVersion | None: ...
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]: ...
+
+
+class ObjectStore(Protocol):
+    """Blob-like storage: containers of named byte objects."""
+
+    def put(self, container: str, name: str, data: bytes, *, overwrite: bool = False) -> str:
+        """Store ``data``; return its URI. Without ``overwrite`` an existing object is kept."""
+        ...
+
+    def get(self, container: str, name: str) -> bytes: ...
+
+    def exists(self, container: str, name: str) -> bool: ...
+
+    def copy(self, src_uri: str, container: str, name: str) -> str:
+        """Copy an object (server-side where the backend can) and return the new URI."""
+        ...
+
+    def list(self, container: str, prefix: str = "") -> list[str]: ...
+
+    def delete(self, container: str, name: str) -> None: ...
+
+    def uri(self, container: str, name: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingManifest:
+    """What to train on: every label with the URI of its item, and the class list."""
+
+    item_ids: tuple[str, ...]
+    item_uris: tuple[str, ...]
+    labels: tuple[str, ...]
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainedCandidate:
+    """A trained, registered, not yet deployed model with metrics measured next to the serving one."""
+
+    model: ModelVersion
+    metric: float
+    baseline_metric: float | None
+
+
+class Trainer(Protocol):
+    def train(
+        self, manifest: TrainingManifest, base: ModelVersion | None, *, metric: str
+    ) -> TrainedCandidate: ...
+
+
+class Deployer(Protocol):
+    def deploy(self, model: ModelVersion) -> None: ...
