@@ -117,7 +117,7 @@ class DuckDBStore:
             params["seed"] = int(seed)
         with self._cursor() as con:
             rows = con.execute(sql.top_k_query(strategy), params).fetchall()
-        return [Ranked(str(i), float(s)) for i, s in rows]
+        return [Ranked(str(i), float(s), str(u)) for i, s, u in rows]
 
     def candidates(self, flt: CandidateFilter) -> CandidateSet:
         with self._cursor() as con:

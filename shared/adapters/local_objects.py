@@ -54,7 +54,7 @@ class LocalFolderObjectStore:
         except FileNotFoundError:
             raise NotFoundError(f"no object {container}/{name}") from None
 
-    def read_uri(self, uri: str) -> bytes:
+    def read(self, uri: str) -> bytes:
         path = self._from_uri(uri)
         try:
             return path.read_bytes()

@@ -31,6 +31,7 @@ class CandidateFilter:
 class Ranked:
     item_id: str
     score: float
+    item_uri: str = ""
 
 
 def candidate_rows(
@@ -83,4 +84,5 @@ def reference_top_k(
     proba = table.probabilities[rows]
     order = uncertainty.rank_order(strategy, ids, proba, seed)[:k]
     s = uncertainty.scores(strategy, proba)
-    return [Ranked(str(ids[i]), float(s[i])) for i in order]
+    uris = np.asarray(table.item_uris, dtype=str)[rows]
+    return [Ranked(str(ids[i]), float(s[i]), str(uris[i])) for i in order]

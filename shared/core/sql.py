@@ -102,7 +102,8 @@ def top_k_query(strategy: str) -> str:
         score, order = _RANKED_ORDER[strategy]
     except KeyError:
         raise ValueError(f"no SQL for strategy {strategy!r}; known: {', '.join(_RANKED_ORDER)}") from None
-    return f"{_CANDIDATES}SELECT item_id, {score} AS score FROM candidates ORDER BY {order} LIMIT $k"
+    return (f"{_CANDIDATES}SELECT item_id, {score} AS score, item_uri FROM candidates "
+            f"ORDER BY {order} LIMIT $k")
 
 
 CANDIDATES_QUERY = (

@@ -10,14 +10,18 @@ Pipeline (all vectorised over the batch, pure numpy):
      interpolation when enlarging (e.g. sklearn digits 8 x 8);
   3. HOG with unsigned gradients (polarity-invariant, so white-on-black and
      black-on-white agree), 9 orientation bins with linear bin interpolation,
-     2 x 2-cell blocks with L2-Hys normalisation, at two cell sizes:
-     4 x 4 px (1,764 values: fine stroke layout) and 8 x 8 px (324 values:
-     coarse shape);
-  4. a coarse 8 x 8 downsampled-pixel block, mean-centred and L2-normalised
-     (where the ink is; carries the size/position cues HOG normalises away);
-  5. each group is L2-normalised, the groups weighted and concatenated, and
-     the whole vector L2-normalised (unit norm suits logistic regression with
-     a single C across datasets).
+     8 x 8-px cells, 2 x 2-cell blocks with L2-Hys normalisation (324 values);
+  4. a coarse 8 x 8 downsampled-pixel block, mean-centred (64 values: where
+     the ink is; carries the size/position cues HOG normalises away);
+  5. each group is L2-normalised, weighted (HOG 1.0, pixels 0.5) and
+     concatenated, and the whole 388-d vector L2-normalised (unit norm suits
+     logistic regression with one C across datasets; use a large C, ~100).
+
+Why this set (label-efficiency comparison with LogisticRegression on
+glyphs67 and sklearn digits): HOG-8 + pixels matched or beat a 2,152-d
+version that adds 4 x 4-px-cell HOG (within ~1 point at 335-2,000 labels)
+while training 3-5x faster, and beat raw 32 x 32 pixels by ~25 points and
+skimage's HOG alone by ~5-10 points at low label counts.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ __all__ = ["extract_features", "FEATURE_DIM"]
 
 _CANON = 32  # canonical side after resizing
 _N_BINS = 9
-_HOG_CELLS = (4, 8)  # pixels per cell of the two HOG scales
+_HOG_CELLS = (8,)  # pixels per cell of the HOG scales used
 _PIXEL_SIDE = 8  # side of the coarse pixel block
-_GROUP_WEIGHTS = (1.0, 0.7, 0.5)  # fine HOG, coarse HOG, pixels
+_GROUP_WEIGHTS = (1.0, 0.5)  # HOG, pixels
 _CHUNK = 512  # images processed at once (bounds memory for large photos)
 _EPS = 1e-6
 

@@ -1,0 +1,45 @@
+"""Selection strategies: the ranked ones (one score per item, computed by the store's own query
+language) and the batch-aware ones (a pure NumPy step over all candidates).
+
+A batch-aware strategy sees the candidates' probabilities and embeddings and the labeled items,
+and returns the chosen candidate indices in pick order with one score each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.core.uncertainty import RANKED_STRATEGIES
+from shared.errors import SelectionError
+from shared.ports import CandidateSet, LabeledSet
+
+BatchPicker = Callable[[CandidateSet, LabeledSet, int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BatchStrategy:
+    name: str
+    pick: BatchPicker
+    needs_embeddings: bool
+    description: str
+
+
+BATCH_STRATEGIES: dict[str, BatchStrategy] = {}
+
+
+def register(strategy: BatchStrategy) -> BatchStrategy:
+    BATCH_STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+def known_strategies() -> tuple[str, ...]:
+    return (*BATCH_STRATEGIES, *RANKED_STRATEGIES)
+
+
+def check_strategy(name: str) -> str:
+    if name not in RANKED_STRATEGIES and name not in BATCH_STRATEGIES:
+        raise SelectionError(f"unknown strategy {name!r}; known: {', '.join(known_strategies())}")
+    return name

@@ -1,0 +1,1 @@
+"""The default model: stateless image features, a scikit-learn head exported to ONNX, a local registry."""
