@@ -156,24 +156,30 @@ class DuckDBStore:
 
     # selections --------------------------------------------------------------------------
     def record_selection(self, selection: Selection) -> None:
-        rows = [
-            (selection.batch_id, it.item_id, it.item_uri, selection.model_name,
-             selection.model_version, selection.strategy, it.score, it.rank,
-             _naive_utc(selection.selected_at))
-            for it in selection.items
-        ]
+        items = selection.items
+        rows = pa.table({
+            "batch_id": pa.array([selection.batch_id] * len(items), pa.string()),
+            "item_id": pa.array([it.item_id for it in items], pa.string()),
+            "item_uri": pa.array([it.item_uri for it in items], pa.string()),
+            "model_name": pa.array([selection.model_name] * len(items), pa.string()),
+            "model_version": pa.array([selection.model_version] * len(items), pa.string()),
+            "strategy": pa.array([selection.strategy] * len(items), pa.string()),
+            "score": pa.array([it.score for it in items], pa.float64()),
+            "rank": pa.array([it.rank for it in items], pa.int32()),
+            "selected_at": pa.array([_naive_utc(selection.selected_at)] * len(items), pa.timestamp("us")),
+        })
+        self._insert("selections", rows, "*, FALSE")
+
+    def _insert(self, table: str, rows: pa.Table, columns: str = "*") -> int:
+        """Insert an Arrow table in one transaction; rows whose key exists are skipped."""
         with self._cursor() as con:
-            con.execute("BEGIN")
+            before = _scalar(con, f"SELECT count(*) FROM {table}")
+            con.register("incoming", rows)
             try:
-                con.executemany(
-                    "INSERT INTO selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE) "
-                    "ON CONFLICT DO NOTHING",
-                    rows,
-                )
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+                con.execute(f"INSERT INTO {table} SELECT {columns} FROM incoming ON CONFLICT DO NOTHING")
+            finally:
+                con.unregister("incoming")
+            return _scalar(con, f"SELECT count(*) FROM {table}") - before
 
     def pending_handoffs(self) -> list[Selection]:
         with self._cursor() as con:
@@ -225,21 +231,15 @@ class DuckDBStore:
         if not labels:
             return 0
         now = datetime.now(UTC).replace(tzinfo=None)
-        rows = [
-            (lb.item_id, lb.label, lb.export_id, lb.export_sha256, _naive_utc(lb.labeled_at), now)
-            for lb in labels
-        ]
-        with self._cursor() as con:
-            before = _scalar(con, "SELECT count(*) FROM labels")
-            con.execute("BEGIN")
-            try:
-                con.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
-            after = _scalar(con, "SELECT count(*) FROM labels")
-        return int(after - before)
+        rows = pa.table({
+            "item_id": pa.array([lb.item_id for lb in labels], pa.string()),
+            "label": pa.array([lb.label for lb in labels], pa.string()),
+            "export_id": pa.array([lb.export_id for lb in labels], pa.string()),
+            "export_sha256": pa.array([lb.export_sha256 for lb in labels], pa.string()),
+            "labeled_at": pa.array([_naive_utc(lb.labeled_at) for lb in labels], pa.timestamp("us")),
+            "recorded_at": pa.array([now] * len(labels), pa.timestamp("us")),
+        })
+        return self._insert("labels", rows)
 
     def list_labels(self) -> list[Label]:
         """The current label of every labeled item (the most recently recorded answer wins)."""

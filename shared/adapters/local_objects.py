@@ -94,7 +94,7 @@ class LocalFolderObjectStore:
         parsed = urlparse(uri)
         if parsed.scheme != "file":
             raise ValueError(f"the local object store reads file:// URIs, got {uri!r}")
-        path = Path(unquote(parsed.path)).resolve()
+        path = Path(os.path.normpath(unquote(parsed.path)))
         if not path.is_relative_to(self.root):
             raise ValueError(f"{uri!r} is outside the object store at {self.root}")
         return path

@@ -1,0 +1,154 @@
+"""The ``al`` command. ``al simulate`` runs the embedded loop with an oracle labeler and reports how
+much labeling each strategy saves compared with random picking."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.errors import ActiveLearningError
+
+DEFAULT_STRATEGIES = ("least_confidence", "margin", "entropy", "random")
+PRESETS = {  # sizes that fit each built-in dataset (digits has 1,797 items)
+    "glyphs67": {"initial": 200, "rounds": 15, "batch": 100, "scored": 1000, "test_size": 2000, "val_size": 1000},
+    "digits": {"initial": 50, "rounds": 15, "batch": 50, "scored": 500, "test_size": 360, "val_size": 180},
+}
+GENERIC = {"initial": 200, "rounds": 15, "batch": 100, "scored": 1000, "test_size": 0.15, "val_size": 0.1}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from shared.settings import Settings
+
+    default_strategy = Settings.model_fields["strategy"].default
+    p = argparse.ArgumentParser(prog="al", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("simulate", help="measure label efficiency offline with an oracle labeler")
+    s.add_argument("--dataset", default="glyphs67",
+                   help="glyphs67 (default), digits, a folder with one sub-folder per class, or an .npz")
+    s.add_argument("--strategies", default=None,
+                   help=f"comma-separated (default: {default_strategy},{','.join(DEFAULT_STRATEGIES)})")
+    s.add_argument("--default-strategy", default=default_strategy,
+                   help="the strategy the summary calls the default")
+    s.add_argument("--seeds", type=int, default=3, help="number of seeds (0..n-1)")
+    for name in ("initial", "rounds", "batch", "scored"):
+        s.add_argument(f"--{name}", type=int, default=None)
+    s.add_argument("--test-size", type=int, default=None)
+    s.add_argument("--val-size", type=int, default=None)
+    s.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+    s.add_argument("--out", type=Path, default=Path("runs/latest"))
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _sizes(args: argparse.Namespace, dataset: str, n_items: int) -> dict[str, int]:
+    base = PRESETS.get(dataset, GENERIC)
+    sizes = {}
+    for key, value in base.items():
+        given = getattr(args, key)
+        if given is not None:
+            sizes[key] = given
+        elif isinstance(value, float):
+            sizes[key] = int(n_items * value)
+        else:
+            sizes[key] = value
+    for key, value in sizes.items():
+        if value < 1:
+            raise ActiveLearningError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+    return sizes
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shared.core.strategies import check_strategy
+    from shared.sim import report
+    from shared.sim.datasets import load_dataset
+    from shared.sim.runner import SimConfig, prepare
+    from shared.sim.simulate import Plan, check_plan, default_workers, order, run_plan
+
+    console = Console(stderr=False)
+    names = args.strategies.split(",") if args.strategies else [args.default_strategy, *DEFAULT_STRATEGIES]
+    strategies = order([check_strategy(n.strip()) for n in names if n.strip()], args.default_strategy)
+    if args.seeds < 1:
+        raise ActiveLearningError(f"--seeds must be at least 1, got {args.seeds}")
+    t0 = time.perf_counter()
+    with console.status(f"loading {args.dataset} and computing features…"):
+        dataset = load_dataset(args.dataset, seed=0)
+        sizes = _sizes(args, dataset.name if args.dataset in PRESETS else "", len(dataset))
+        config = SimConfig(**sizes)
+        prepared = prepare(dataset)
+    plan = Plan(strategies, tuple(range(args.seeds)), config, args.out / "work",
+                args.workers or default_workers())
+    check_plan(prepared, plan)
+    console.print(
+        f"[bold]{dataset.name}[/]: {len(dataset)} items, {len(dataset.class_names)} classes; "
+        f"{config.initial} initial labels, {config.rounds} rounds of {config.batch} picked from "
+        f"{config.scored} scored; {len(strategies)} strategies x {args.seeds} seeds "
+        f"({time.perf_counter() - t0:.1f}s to prepare)"
+    )
+    total = len(strategies) * args.seeds * config.rounds
+    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TextColumn("rounds"),
+                  TimeElapsedColumn(), console=console, disable=args.quiet) as progress:
+        task = progress.add_task("rounds", total=total)
+        results = run_plan(prepared, plan, lambda: progress.advance(task))
+    default = strategies[0]
+    cs = report.curves(results, strategies)
+    summary = report.summarise(cs, default)
+    title = f"{dataset.name}: {config.batch} labels per round from {config.scored} scored, {args.seeds} seeds"
+    report.write_files(args.out, summary, cs, results, title)
+    _print_table(console, cs, summary)
+    secs = sorted(s for r in results for s in r.round_seconds)
+    console.print(f"median round {secs[len(secs) // 2]:.2f}s; total {time.perf_counter() - t0:.0f}s; "
+                  f"files in {args.out}/: summary.json, curves.png, rounds.csv")
+    return 0
+
+
+def _print_table(console: object, cs: dict, summary: dict) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    names = list(cs)
+    table = Table(title="test accuracy (%) per round: mean ± sd over seeds")
+    table.add_column("round", justify="right")
+    table.add_column("labels", justify="right")
+    for n in names:
+        table.add_column(n, justify="right")
+    first = cs[names[0]]
+    for i, labels in enumerate(first.labels):
+        table.add_row(str(i), str(labels),
+                      *(f"{cs[n].mean[i] * 100:.1f} ± {cs[n].std[i] * 100:.1f}" for n in names))
+    console.print(table)  # type: ignore[attr-defined]
+    for n in names:
+        s = summary["strategies"][n]
+        gain = s.get("gain_over_random_points")
+        reach = s["labels_to_random_final"]
+        random_labels = cs["random"].labels[-1] if "random" in cs else None
+        share = f" ({reach / random_labels:.0%} of random's)" if reach and random_labels else ""
+        console.print(  # type: ignore[attr-defined]
+            f"{n:>18}: AULC {s['aulc'] * 100:.2f}  final {s['final_accuracy'] * 100:.2f}"
+            + (f"  gain over random {gain:+.2f} pts" if gain is not None else "")
+            + f"  labels to random's final: {reach if reach is not None else 'not reached'}{share}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return simulate(args)
+    except ActiveLearningError as exc:
+        print(f"al: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("al: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+import base64
+
+import pytest
+
+from shared.core.payload import derive_prediction_id, validate_batch
+from shared.errors import BatchRejectedError
+
+CLASSES = ("cat", "dog", "eel")
+
+
+def record(**over):
+    r = {
+        "item_id": "img-1", "item_uri": "https://x/img-1.png", "model_name": "m", "model_version": "1",
+        "probabilities": [0.7, 0.2, 0.1], "predicted_label": "cat", "scored_at": "2026-03-01T10:00:00Z",
+    }
+    r.update(over)
+    return r
+
+
+def check(payload, **kw):
+    return validate_batch(payload, classes_of=lambda n, v: CLASSES if (n, v) == ("m", "1") else None,
+                          max_records=kw.get("max_records", 1000), max_item_bytes=kw.get("max_item_bytes", 100))
+
+
+def reasons(payload, **kw):
+    with pytest.raises(BatchRejectedError) as info:
+        check(payload, **kw)
+    return [(p.where, p.field, p.reason) for p in info.value.problems]
+
+
+def test_valid_batch_gets_deterministic_ids():
+    out = check([record(), record(item_id="img-2")])
+    assert [r.prediction_id for r, _, _ in out] == [derive_prediction_id(r) for r, _, _ in out]
+    assert out[0][1] == CLASSES
+
+
+@pytest.mark.parametrize(
+    ("over", "field", "needle"),
+    [
+        ({"probabilities": [0.7, 0.2, float("nan")]}, "probabilities", "finite"),
+        ({"probabilities": [1.2, -0.1, -0.1]}, "probabilities", "negative"),
+        ({"probabilities": [0.5, 0.2, 0.1]}, "probabilities", "sum to 0.8"),
+        ({"probabilities": [0.5, 0.5]}, "probabilities", "2 probabilities for 3 classes"),
+        ({"predicted_label": "fox"}, "predicted_label", "not one of"),
+        ({"item_id": "../etc"}, "item_id", "path separators"),
+        ({"item_id": "a..b"}, "item_id", ".."),
+        ({"model_version": "9"}, "class_names", "not registered"),
+        ({"item_uri": None}, "item_uri", "exactly one"),
+        ({"item_uri": None, "item_base64": "***"}, "item_base64", "base64"),
+        ({"item_uri": None, "item_base64": base64.b64encode(b"x" * 101).decode()}, "item_base64", "limit"),
+        ({"scored_at": "2026-03-01T10:00:00"}, "scored_at", "timezone"),
+        ({"surprise": 1}, "surprise", "Extra inputs"),
+    ],
+)
+def test_each_bad_field_is_named(over, field, needle):
+    got = reasons([record(), record(**{"item_id": "img-2", **over})])
+    assert any(w == 1 and f == field and needle in r for w, f, r in got), got
+
+
+def test_every_problem_of_every_record_is_reported():
+    got = reasons([record(predicted_label="fox"), record(item_id="img-2", probabilities=[0.1, 0.1, 0.1])])
+    assert {(w, f) for w, f, _ in got} == {(0, "predicted_label"), (1, "probabilities")}
+
+
+def test_duplicate_prediction_id_in_one_batch():
+    got = reasons([record(prediction_id="p1"), record(item_id="img-2", prediction_id="p1")])
+    assert got == [(1, "prediction_id", "duplicate of record 0 in this batch")]
+
+
+def test_batch_shape_limits():
+    assert "limit is 1" in reasons([record(), record()], max_records=1)[0][2]
+    with pytest.raises(BatchRejectedError, match="JSON array"):
+        check({"nope": 1})
+    assert reasons([])[0][2] == "no records"
+    assert check({"records": [record()]})
