@@ -36,10 +36,16 @@ def register(strategy: BatchStrategy) -> BatchStrategy:
 
 
 def known_strategies() -> tuple[str, ...]:
+    _load_builtin()
     return (*BATCH_STRATEGIES, *RANKED_STRATEGIES)
 
 
+def _load_builtin() -> None:
+    from shared.core import batch  # noqa: F401  (registers the built-in batch strategies)
+
+
 def check_strategy(name: str) -> str:
+    _load_builtin()
     if name not in RANKED_STRATEGIES and name not in BATCH_STRATEGIES:
         raise SelectionError(f"unknown strategy {name!r}; known: {', '.join(known_strategies())}")
     return name

@@ -90,8 +90,11 @@ def to_onnx(weights: HeadWeights) -> bytes:
     n_classes, dim = weights.coef.shape
     model = LogisticRegression()
     model.classes_ = np.arange(n_classes)
-    model.coef_ = weights.coef.astype(np.float64)
-    model.intercept_ = weights.intercept.astype(np.float64)
+    coef, intercept = weights.coef.astype(np.float64), weights.intercept.astype(np.float64)
+    if n_classes == 2:  # sklearn's binary form: one row, softmax of two == sigmoid of the difference
+        coef, intercept = (coef[1] - coef[0])[None, :], intercept[1:] - intercept[:1]
+    model.coef_ = coef
+    model.intercept_ = intercept
     model.n_features_in_ = dim
     onx = skl_to_onnx(
         model,
