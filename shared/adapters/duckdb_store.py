@@ -60,6 +60,7 @@ class DuckDBStore:
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.RLock()
+        self._con.execute("SET enable_progress_bar = false")
         self._con.execute(sql.SCHEMA)
 
     def close(self) -> None:
@@ -91,8 +92,16 @@ class DuckDBStore:
         with self._cursor() as con:
             before = _scalar(con, "SELECT count(*) FROM predictions")
             con.register("staged", staged)
+            con.execute("BEGIN")
             try:
-                con.execute(sql.INSERT_PREDICTIONS)
+                con.execute(sql.STAGE_NEW_ROWS)
+                con.execute(sql.INSERT_NEW_ROWS)
+                con.execute(sql.UPSERT_LATEST)
+                con.execute("DROP TABLE new_rows")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
             finally:
                 con.unregister("staged")
             after = _scalar(con, "SELECT count(*) FROM predictions")

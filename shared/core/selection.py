@@ -1,8 +1,10 @@
 """The selection contract, as the NumPy reference every backend must agree with.
 
 Candidates are the latest prediction per item (latest ``scored_at``, then highest prediction id)
-from the serving model version, scored inside the window ``[start, end]``, minus items selected or
-labeled before. Ranked strategies order candidates by their uncertainty score and break ties by
+from the serving model version, kept when it was scored inside the window ``[start, end]``, minus
+items selected or labeled before. (Latest first, then the window: an item re-scored after the
+window's end is judged by its newest scores, and the stores can keep "latest" up to date at
+ingestion instead of grouping every row at query time.) Ranked strategies order candidates by their uncertainty score and break ties by
 item id; random orders by the seeded key of :func:`shared.core.uncertainty.random_keys`.
 """
 
@@ -42,7 +44,6 @@ def candidate_rows(
     versions = np.asarray(table.model_version, dtype=str)
     at = table.scored_at.astype("datetime64[us]")
     mask = (names == flt.model_name) & (versions == flt.model_version)
-    mask &= (at >= flt.window_start) & (at <= flt.window_end)
     rows = np.flatnonzero(mask)
     if rows.size == 0:
         return rows
@@ -54,6 +55,8 @@ def candidate_rows(
     first = np.ones(len(rows), dtype=bool)
     first[1:] = items[1:] != items[:-1]
     rows, items = rows[first], items[first]
+    inside = (at[rows] >= flt.window_start) & (at[rows] <= flt.window_end)
+    rows, items = rows[inside], items[inside]
     if excluded:
         keep = ~np.isin(items, np.asarray(list(excluded), dtype=str))
         rows = rows[keep]

@@ -23,6 +23,20 @@ CREATE TABLE IF NOT EXISTS predictions (
     margin           DOUBLE    NOT NULL,
     entropy          DOUBLE    NOT NULL
 );
+-- The latest prediction per (model, version, item) with its scores, maintained at ingestion so
+-- that selection does not group millions of rows per query (an ADX materialized view's role).
+CREATE TABLE IF NOT EXISTS latest_predictions (
+    model_name       VARCHAR   NOT NULL,
+    model_version    VARCHAR   NOT NULL,
+    item_id          VARCHAR   NOT NULL,
+    prediction_id    VARCHAR   NOT NULL,
+    item_uri         VARCHAR   NOT NULL,
+    scored_at        TIMESTAMP NOT NULL,
+    least_confidence DOUBLE    NOT NULL,
+    margin           DOUBLE    NOT NULL,
+    entropy          DOUBLE    NOT NULL,
+    PRIMARY KEY (model_name, model_version, item_id)
+);
 CREATE TABLE IF NOT EXISTS selections (
     batch_id      VARCHAR   NOT NULL,
     item_id       VARCHAR   NOT NULL,
@@ -58,32 +72,46 @@ CREATE TABLE IF NOT EXISTS model_versions (
 );
 """
 
-# Rows come from a staged relation named ``staged`` with the prediction columns (no scores).
-# Duplicates are dropped both inside the batch and against what is stored.
-INSERT_PREDICTIONS = """
-INSERT INTO predictions
+# Ingestion, in one transaction: new rows (unknown prediction ids, once each) get their scores
+# computed in SQL, land in ``predictions``, and move ``latest_predictions`` forward.
+STAGE_NEW_ROWS = """
+CREATE OR REPLACE TEMP TABLE new_rows AS
 SELECT s.prediction_id, s.item_id, s.item_uri, s.model_name, s.model_version, s.predicted_label,
-       s.scored_at, s.probabilities, s.embedding, now()::TIMESTAMP,
-       1.0 - list_max(list_transform(s.probabilities, lambda x: x::DOUBLE)),
+       s.scored_at, s.probabilities, s.embedding, now()::TIMESTAMP AS ingested_at,
+       1.0 - list_max(list_transform(s.probabilities, lambda x: x::DOUBLE)) AS least_confidence,
        list_sort(list_transform(s.probabilities, lambda x: x::DOUBLE), 'DESC')[1]
-         - list_sort(list_transform(s.probabilities, lambda x: x::DOUBLE), 'DESC')[2],
+         - list_sort(list_transform(s.probabilities, lambda x: x::DOUBLE), 'DESC')[2] AS margin,
        -list_sum(list_transform(s.probabilities,
-                 lambda x: CASE WHEN x > 0 THEN x::DOUBLE * ln(x::DOUBLE) ELSE 0.0 END))
+                 lambda x: CASE WHEN x > 0 THEN x::DOUBLE * ln(x::DOUBLE) ELSE 0.0 END)) AS entropy
 FROM (SELECT * FROM staged QUALIFY row_number() OVER (PARTITION BY prediction_id) = 1) AS s
 WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.prediction_id = s.prediction_id)
 """
 
+INSERT_NEW_ROWS = "INSERT INTO predictions SELECT * FROM new_rows"
+
+UPSERT_LATEST = """
+INSERT INTO latest_predictions
+SELECT model_name, model_version, item_id, prediction_id, item_uri, scored_at,
+       least_confidence, margin, entropy
+FROM new_rows
+QUALIFY row_number() OVER (
+    PARTITION BY model_name, model_version, item_id ORDER BY scored_at DESC, prediction_id DESC) = 1
+ON CONFLICT (model_name, model_version, item_id) DO UPDATE SET
+    prediction_id = excluded.prediction_id, item_uri = excluded.item_uri,
+    scored_at = excluded.scored_at, least_confidence = excluded.least_confidence,
+    margin = excluded.margin, entropy = excluded.entropy
+WHERE excluded.scored_at > latest_predictions.scored_at
+   OR (excluded.scored_at = latest_predictions.scored_at
+       AND excluded.prediction_id > latest_predictions.prediction_id)
+"""
+
 _CANDIDATES = """
-WITH latest AS (
-    SELECT *
-    FROM predictions
-    WHERE model_name = $model_name AND model_version = $model_version
-      AND scored_at BETWEEN $window_start AND $window_end
-    QUALIFY row_number() OVER (
-        PARTITION BY item_id ORDER BY scored_at DESC, prediction_id DESC) = 1
-), candidates AS (
-    SELECT l.* FROM latest l
-    WHERE NOT EXISTS (SELECT 1 FROM selections s WHERE s.item_id = l.item_id)
+WITH candidates AS (
+    SELECT l.*
+    FROM latest_predictions l
+    WHERE l.model_name = $model_name AND l.model_version = $model_version
+      AND l.scored_at BETWEEN $window_start AND $window_end
+      AND NOT EXISTS (SELECT 1 FROM selections s WHERE s.item_id = l.item_id)
       AND NOT EXISTS (SELECT 1 FROM labels b WHERE b.item_id = l.item_id)
 )
 """
@@ -106,7 +134,8 @@ def top_k_query(strategy: str) -> str:
             f"ORDER BY {order} LIMIT $k")
 
 
-CANDIDATES_QUERY = (
-    _CANDIDATES
-    + "SELECT item_id, item_uri, probabilities, embedding FROM candidates ORDER BY item_id"
-)
+CANDIDATES_QUERY = _CANDIDATES + """
+SELECT c.item_id, c.item_uri, p.probabilities, p.embedding
+FROM candidates c JOIN predictions p ON p.prediction_id = c.prediction_id
+ORDER BY c.item_id
+"""
