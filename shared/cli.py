@@ -81,7 +81,7 @@ def simulate(args: argparse.Namespace) -> int:
         dataset = load_dataset(args.dataset, seed=0)
         sizes = _sizes(args, dataset.name if args.dataset in PRESETS else "", len(dataset))
         config = SimConfig(**sizes)
-        prepared = prepare(dataset)
+        prepared = prepare(dataset, args.out / "work" / "shared-items")
     plan = Plan(strategies, tuple(range(args.seeds)), config, args.out / "work",
                 args.workers or default_workers())
     check_plan(prepared, plan)

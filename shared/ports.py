@@ -31,7 +31,10 @@ class CandidateSet:
 
 @dataclass(frozen=True, slots=True)
 class LabeledSet:
-    """Labeled items with their most recent embedding (if any), for strategies that need them."""
+    """Labeled items with their most recent embedding, for strategies that need them.
+
+    ``embeddings`` is None when no labeled item has one; otherwise rows of items without one are NaN.
+    """
 
     item_ids: np.ndarray
     labels: np.ndarray

@@ -141,27 +141,32 @@ class DuckDBStore:
                             embeddings)
 
     def labeled_set(self, model_name: str, model_version: str) -> LabeledSet:
+        """Every labeled item with its latest embedding from any version of the model (features
+        do not depend on the version); rows of items never scored with an embedding are NaN."""
         query = """
-            SELECT b.item_id, b.label, p.embedding
-            FROM (SELECT item_id, arg_max(label, recorded_at) AS label FROM labels GROUP BY item_id) b
-            LEFT JOIN (
-                SELECT item_id, arg_max(embedding, scored_at) AS embedding FROM predictions
-                WHERE model_name = $model_name AND model_version = $model_version
-                GROUP BY item_id) p USING (item_id)
+            WITH b AS (SELECT item_id, arg_max(label, recorded_at) AS label FROM labels GROUP BY item_id),
+            e AS (
+                SELECT p.item_id, arg_max(p.embedding, p.scored_at) AS embedding
+                FROM predictions p SEMI JOIN b ON p.item_id = b.item_id
+                WHERE p.model_name = $model_name AND p.embedding IS NOT NULL
+                GROUP BY p.item_id)
+            SELECT b.item_id, b.label, e.embedding FROM b LEFT JOIN e USING (item_id)
             ORDER BY b.item_id
         """
         with self._cursor() as con:
-            table = con.sql(
-                query, params={"model_name": model_name, "model_version": model_version}
-            ).to_arrow_table()
+            table = con.sql(query, params={"model_name": model_name}).to_arrow_table()
         n = table.num_rows
-        emb_col = table.column("embedding")
-        embeddings = None if n == 0 or emb_col.null_count > 0 else _matrix(emb_col, n)
-        return LabeledSet(
-            np.asarray(table.column("item_id").to_pylist(), dtype=str),
-            np.asarray(table.column("label").to_pylist(), dtype=str),
-            embeddings,
-        )
+        ids = np.asarray(table.column("item_id").to_pylist(), dtype=str)
+        labels = np.asarray(table.column("label").to_pylist(), dtype=str)
+        emb_col = table.column("embedding").combine_chunks()
+        embeddings = None
+        if n and emb_col.null_count < n:
+            present = emb_col.is_valid().to_numpy(zero_copy_only=False)
+            values = emb_col.drop_null()
+            dim = len(values[0])
+            embeddings = np.full((n, dim), np.nan, dtype=np.float32)
+            embeddings[present] = values.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        return LabeledSet(ids, labels, embeddings)
 
     # selections --------------------------------------------------------------------------
     def record_selection(self, selection: Selection) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -20,9 +20,12 @@ def _check_segment(value: str, what: str) -> None:
 class LocalFolderObjectStore:
     """:class:`shared.ports.ObjectStore` on a local folder; writes are atomic (temp file + rename)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, read_roots: tuple[Path, ...] = ()) -> None:
+        """``read_roots``: further folders whose ``file://`` URIs may be read and copied from
+        (e.g. one items folder shared by many simulated loops)."""
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._readable = (self.root, *(Path(r).resolve() for r in read_roots))
 
     def _path(self, container: str, name: str) -> Path:
         _check_segment(container, "container")
@@ -37,13 +40,12 @@ class LocalFolderObjectStore:
         if path.exists() and not overwrite:
             return path.as_uri()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            tmp.write_bytes(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return path.as_uri()
 
@@ -95,6 +97,6 @@ class LocalFolderObjectStore:
         if parsed.scheme != "file":
             raise ValueError(f"the local object store reads file:// URIs, got {uri!r}")
         path = Path(os.path.normpath(unquote(parsed.path)))
-        if not path.is_relative_to(self.root):
+        if not any(path.is_relative_to(r) for r in self._readable):
             raise ValueError(f"{uri!r} is outside the object store at {self.root}")
         return path

@@ -48,3 +48,60 @@ PAIR_CAPPED_MARGIN = register(BatchStrategy(
     "pair_capped_margin", _pick_pair_capped, needs_embeddings=False,
     description="margin order with at most 2 items per confused class pair",
 ))
+
+
+def distance_weighted_margin(
+    proba: np.ndarray,
+    embeddings: np.ndarray,
+    labeled_embeddings: np.ndarray,
+    item_ids: np.ndarray,
+    k: int,
+    *,
+    gamma: float = 1.0,
+    greedy: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick by ``(1 - margin) * d ** gamma``, where d is the cosine distance from an item to the
+    nearest labeled item (embeddings are L2-normalised, so cosine similarity is a dot product).
+
+    Items the model is unsure about *and* unlike anything labeled come first: an inherently
+    ambiguous item (0/O, l/I) sits next to labeled look-alikes, so its weight falls once a few of
+    them are labeled, instead of absorbing the batch round after round. With ``greedy`` each pick
+    counts as labeled for the rest of the batch, which spreads the batch out. Ties by item id.
+    Returns (indices in pick order, their scores).
+    """
+    n = len(proba)
+    k = min(k, n)
+    uncertainty_ = 1.0 - uncertainty.margin(proba)
+    emb = np.asarray(embeddings, dtype=np.float64)
+    ref = np.asarray(labeled_embeddings, dtype=np.float64)
+    ref = ref[~np.isnan(ref).any(axis=1)] if ref.size else ref.reshape(0, emb.shape[1])
+    d = np.ones(n) if len(ref) == 0 else np.clip(1.0 - (emb @ ref.T).max(axis=1), 0.0, 2.0)
+    tiebreak = np.argsort(np.argsort(np.asarray(item_ids, dtype=str), kind="stable"), kind="stable")
+    if not greedy:
+        score = uncertainty_ * d**gamma
+        order = np.lexsort((tiebreak, -score))[:k]
+        return order, score[order]
+    chosen, scores = [], []
+    taken = np.zeros(n, dtype=bool)
+    for _ in range(k):
+        score = np.where(taken, -np.inf, uncertainty_ * d**gamma)
+        j = int(np.lexsort((tiebreak, -score))[0])
+        chosen.append(j)
+        scores.append(float(score[j]))
+        taken[j] = True
+        d = np.minimum(d, np.clip(1.0 - emb @ emb[j], 0.0, 2.0))
+    return np.asarray(chosen, dtype=np.int64), np.asarray(scores)
+
+
+def _pick_distance_margin(cands: CandidateSet, labeled: LabeledSet, k: int,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if cands.embeddings is None:  # no embeddings logged: degrade to diversity by class pair
+        return _pick_pair_capped(cands, labeled, k, rng)
+    ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, cands.embeddings.shape[1]))
+    return distance_weighted_margin(cands.probabilities, cands.embeddings, ref, cands.item_ids, k)
+
+
+DISTANCE_MARGIN = register(BatchStrategy(
+    "distance_margin", _pick_distance_margin, needs_embeddings=True,
+    description="(1 - margin) x cosine distance to the nearest labeled or already picked item",
+))

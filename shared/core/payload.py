@@ -12,6 +12,8 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.core.naming import item_id_problem
@@ -43,12 +45,11 @@ _BATCH = TypeAdapter(list[ScoringRecord])
 
 def derive_prediction_id(record: ScoringRecord) -> str:
     """A deterministic id from the content, so a re-sent record without an id is still a duplicate."""
-    key = json.dumps(
-        [record.item_id, record.model_name, record.model_version,
-         record.scored_at.isoformat(), record.probabilities],
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    head = json.dumps([record.item_id, record.model_name, record.model_version,
+                       record.scored_at.isoformat()], separators=(",", ":"))
+    digest = hashlib.sha256(head.encode())
+    digest.update(np.asarray(record.probabilities, dtype="<f8").tobytes())
+    return digest.hexdigest()[:32]
 
 
 def validate_batch(
@@ -118,7 +119,7 @@ def validate_batch(
         problems.extend(_probability_problems(i, rec.probabilities, len(classes)))
         if classes and rec.predicted_label not in classes:
             problems.append(Problem(i, "predicted_label", f"{rec.predicted_label!r} is not one of the model's classes"))
-        if rec.embedding is not None and not all(math.isfinite(v) for v in rec.embedding):
+        if rec.embedding is not None and not np.isfinite(rec.embedding).all():
             problems.append(Problem(i, "embedding", "values must be finite"))
         pid = rec.prediction_id or derive_prediction_id(rec)
         if pid in seen_ids:
@@ -134,15 +135,16 @@ def validate_batch(
     return out
 
 
-def _probability_problems(i: int, p: Sequence[float], n_classes: int) -> list[Problem]:
+def _probability_problems(i: int, values: Sequence[float], n_classes: int) -> list[Problem]:
     out = []
+    p = np.asarray(values, dtype=np.float64)
     if n_classes and len(p) != n_classes:
         out.append(Problem(i, "probabilities", f"{len(p)} probabilities for {n_classes} classes"))
-    if not all(math.isfinite(v) for v in p):
+    if not np.isfinite(p).all():
         return [*out, Problem(i, "probabilities", "values must be finite")]
-    if any(v < 0 for v in p):
+    if (p < 0).any():
         out.append(Problem(i, "probabilities", "values must not be negative"))
-    total = math.fsum(p)
+    total = math.fsum(values)
     if abs(total - 1.0) > SUM_TOLERANCE:
         out.append(Problem(i, "probabilities", f"sum to {total:.6f}, not 1 ± {SUM_TOLERANCE:g}"))
     return out

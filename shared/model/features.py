@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["extract_features", "FEATURE_DIM"]
+__all__ = ["FEATURE_DIM", "extract_features"]
 
 _CANON = 32  # canonical side after resizing
 _N_BINS = 9

@@ -42,7 +42,7 @@ def train_head(
     n_classes: int,
     *,
     base: HeadWeights | None = None,
-    c: float = 10.0,
+    c: float = 100.0,
     max_iter: int = 300,
 ) -> HeadWeights:
     """Fit the head on ``features`` and class indices ``targets``; warm-start from ``base``."""

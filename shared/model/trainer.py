@@ -34,7 +34,7 @@ class LocalTrainer:
         evaluation: EvaluationSet,
         *,
         model_name: str,
-        c: float = 10.0,
+        c: float = 100.0,
     ) -> None:
         self._objects = objects
         self._registry = registry

@@ -30,7 +30,7 @@ import numpy as np
 from matplotlib.ft2font import FT2Font
 from scipy import ndimage
 
-__all__ = ["GLYPH_CLASSES", "GLYPH_CHARS", "render_glyphs67"]
+__all__ = ["GLYPH_CHARS", "GLYPH_CLASSES", "render_glyphs67"]
 
 _SYMBOLS: tuple[tuple[str, str], ...] = (
     ("&", "ampersand"),

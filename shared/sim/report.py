@@ -35,8 +35,21 @@ class Curve:
         return float(np.trapezoid(self.mean, x) / (x[-1] - x[0]))
 
     def labels_to_reach(self, target: float) -> int | None:
+        """Labels at the first round whose mean accuracy reaches ``target`` (None: never)."""
         hits = np.flatnonzero(self.mean >= target - 1e-12)
         return int(self.labels[hits[0]]) if hits.size else None
+
+    def labels_to_reach_interpolated(self, target: float) -> float | None:
+        """The same, linearly interpolated between the two rounds around the crossing."""
+        hits = np.flatnonzero(self.mean >= target - 1e-12)
+        if not hits.size:
+            return None
+        i = int(hits[0])
+        if i == 0:
+            return float(self.labels[0])
+        a0, a1 = self.mean[i - 1], self.mean[i]
+        x0, x1 = self.labels[i - 1], self.labels[i]
+        return float(x0 + (x1 - x0) * (target - a0) / (a1 - a0)) if a1 > a0 else float(x1)
 
 
 def curves(results: Sequence[RunResult], strategies: Sequence[str]) -> dict[str, Curve]:
@@ -59,6 +72,9 @@ def summarise(cs: dict[str, Curve], default: str, baseline: str = "random") -> d
             "final_accuracy": round(float(c.mean[-1]), 5),
             "labels_to_random_final": c.labels_to_reach(float(base.mean[-1])) if base else None,
         }
+        if base is not None:
+            interp = c.labels_to_reach_interpolated(float(base.mean[-1]))
+            entry["labels_to_random_final_interpolated"] = round(interp, 1) if interp is not None else None
         if base is not None:
             gap = (c.mean - base.mean) * 100
             entry["gain_over_random_points"] = round(float(gap.mean()), 3)

@@ -45,7 +45,7 @@ class SimConfig:
     scored: int = 1000
     test_size: int = 2000
     val_size: int = 1000
-    embeddings: bool = False
+    embeddings: bool = True  # log feature vectors with each prediction (batch-aware strategies use them)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class Prepared:
 
     item_ids: tuple[str, ...]
     item_bytes: tuple[bytes, ...]
-    extension: str
+    keys: tuple[str, ...]  # SHA-256 of each item's bytes
+    uris: tuple[str, ...]  # where each item is stored (one folder shared by every run)
     features: np.ndarray
     targets: np.ndarray
     class_names: tuple[str, ...]
@@ -90,15 +91,12 @@ def run_simulation(
     names = np.asarray(prepared.class_names)
     truth = {prepared.item_ids[i]: str(names[prepared.targets[i]]) for i in pool}
 
-    objects = LocalFolderObjectStore(workdir / "blobs")
+    shared_items = workdir.parent / "shared-items"
+    objects = LocalFolderObjectStore(workdir / "blobs", read_roots=(shared_items,))
     store = DuckDBStore(workdir / "loop.duckdb", threads=1)
     featurizer = Featurizer()
-    featurizer.prime([Featurizer.key(b) for b in prepared.item_bytes], prepared.features)
-    uris = {}
-    for i in pool:
-        data = prepared.item_bytes[i]
-        name = f"sha256/{hashlib.sha256(data).hexdigest()}{prepared.extension}"
-        uris[prepared.item_ids[i]] = objects.put(ITEMS_CONTAINER, name, data)
+    featurizer.prime(prepared.keys, prepared.features)
+    uris = {prepared.item_ids[i]: prepared.uris[i] for i in pool}
 
     registry = LocalModelRegistry(objects)
     evaluation = EvaluationSet(prepared.features[val], tuple(names[prepared.targets[val]]))
@@ -106,7 +104,7 @@ def run_simulation(
     retrain = RetrainService(store, trainer, LocalDeployer(store), model_name=MODEL_NAME)
     classes = prepared.class_names
     labels = LabelService(store, model_name=MODEL_NAME, class_names=lambda: classes, retrain_threshold=1)
-    collect = CollectService(store, objects, max_records=config.scored)
+    collect = CollectService(store, objects, max_records=max(config.scored, config.initial))
     select = SelectService(store, objects, model_name=MODEL_NAME, strategy=strategy,
                            batch_size=config.batch, window=ROUND, seed=seed)
     oracle = OracleLabeler(objects, truth)
@@ -123,6 +121,13 @@ def run_simulation(
     export_name, data = oracle.label_batch("initial")
     labels.ingest(export_name, data)
     retrain.retrain(class_names=classes)
+    serving = store.serving_version(MODEL_NAME)
+    assert serving is not None
+    # The endpoint scored the initial items too: their embeddings are what "labeled" looks like.
+    collect.collect(score_items(
+        registry.scorer(serving), featurizer, serving, seed_ids, [uris[i] for i in seed_ids],
+        [prepared.item_bytes[i] for i in initial], scored_at=START, embeddings=config.embeddings,
+    ))
 
     test_x = prepared.features[test]
     test_y = names[prepared.targets[test]]
@@ -165,8 +170,9 @@ def run_simulation(
     return result
 
 
-def prepare(dataset: Dataset) -> Prepared:
-    """Encode every item once and compute its features with the one feature function."""
+def prepare(dataset: Dataset, items_root: Path) -> Prepared:
+    """Encode and store every item once (content-addressed, in a folder every run reads) and
+    compute its features with the one feature function."""
     if dataset.is_images:
         item_bytes = tuple(encode_png(im) for im in dataset.items)
         extension = ".png"
@@ -178,4 +184,7 @@ def prepare(dataset: Dataset) -> Prepared:
         extension = ".npy"
         features = dataset.items.astype(np.float32)
     ids = tuple(f"{dataset.name}-{i:06d}" for i in range(len(dataset)))
-    return Prepared(ids, item_bytes, extension, features, dataset.labels, dataset.class_names)
+    keys = tuple(hashlib.sha256(b).hexdigest() for b in item_bytes)
+    store = LocalFolderObjectStore(items_root)
+    uris = tuple(store.put(ITEMS_CONTAINER, f"sha256/{k}{extension}", b) for k, b in zip(keys, item_bytes, strict=True))
+    return Prepared(ids, item_bytes, keys, uris, features, dataset.labels, dataset.class_names)
