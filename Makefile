@@ -4,11 +4,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+NODE_STAMP := node_modules/.installed-stamp
 ARGS   ?=
 
 .PHONY: install simulate test bench lint typecheck clean
 
 install: $(STAMP)
+
+# Azurite and the Kusto language service (used by the tests) come from npm.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node 20+) is required for the tests: Azurite and the Kusto language service"; exit 1; }
+	npm ci --loglevel=error
+	@touch $(NODE_STAMP)
 
 $(STAMP): pyproject.toml requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -20,7 +27,7 @@ $(STAMP): pyproject.toml requirements.txt
 simulate: $(STAMP)
 	$(BIN)/al simulate $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)
@@ -33,4 +40,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache

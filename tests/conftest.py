@@ -41,3 +41,12 @@ def make_batch(
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """A real Azurite on loopback for the whole test session (stopped at the end)."""
+    from tests.support.azurite import running_azurite
+
+    with running_azurite() as az:
+        yield az
