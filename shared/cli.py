@@ -9,8 +9,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ActiveLearningError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from shared.sim.report import Curve
 
 DEFAULT_STRATEGIES = ("least_confidence", "margin", "entropy", "random")
 PRESETS = {  # sizes that fit each built-in dataset (digits has 1,797 items)
@@ -71,7 +77,7 @@ def simulate(args: argparse.Namespace) -> int:
     from shared.sim.runner import SimConfig, prepare
     from shared.sim.simulate import Plan, check_plan, default_workers, order, run_plan
 
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 110)
     names = args.strategies.split(",") if args.strategies else [args.default_strategy, *DEFAULT_STRATEGIES]
     strategies = order([check_strategy(n.strip()) for n in names if n.strip()], args.default_strategy)
     if args.seeds < 1:
@@ -80,7 +86,7 @@ def simulate(args: argparse.Namespace) -> int:
     with console.status(f"loading {args.dataset} and computing features…"):
         dataset = load_dataset(args.dataset, seed=0)
         sizes = _sizes(args, dataset.name if args.dataset in PRESETS else "", len(dataset))
-        config = SimConfig(**sizes)
+        config = SimConfig(**sizes)  # type: ignore[arg-type]
         prepared = prepare(dataset, args.out / "work" / "shared-items")
     plan = Plan(strategies, tuple(range(args.seeds)), config, args.out / "work",
                 args.workers or default_workers())
@@ -108,7 +114,7 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(console: object, cs: dict, summary: dict) -> None:  # type: ignore[type-arg]
+def _print_table(console: Console, cs: dict[str, Curve], summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     names = list(cs)
@@ -121,14 +127,14 @@ def _print_table(console: object, cs: dict, summary: dict) -> None:  # type: ign
     for i, labels in enumerate(first.labels):
         table.add_row(str(i), str(labels),
                       *(f"{cs[n].mean[i] * 100:.1f} ± {cs[n].std[i] * 100:.1f}" for n in names))
-    console.print(table)  # type: ignore[attr-defined]
+    console.print(table)
     for n in names:
         s = summary["strategies"][n]
         gain = s.get("gain_over_random_points")
         reach = s["labels_to_random_final"]
         random_labels = cs["random"].labels[-1] if "random" in cs else None
         share = f" ({reach / random_labels:.0%} of random's)" if reach and random_labels else ""
-        console.print(  # type: ignore[attr-defined]
+        console.print(
             f"{n:>18}: AULC {s['aulc'] * 100:.2f}  final {s['final_accuracy'] * 100:.2f}"
             + (f"  gain over random {gain:+.2f} pts" if gain is not None else "")
             + f"  labels to random's final: {reach if reach is not None else 'not reached'}{share}"

@@ -11,7 +11,7 @@ import time
 from urllib.parse import unquote, urlparse
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared.errors import NotFoundError
 
@@ -23,7 +23,7 @@ class BlobObjectStore:
         self._account_path = urlparse(service.url).path.rstrip("/")
         self._known_containers: set[str] = set()
 
-    def _container(self, name: str):  # type: ignore[no-untyped-def]
+    def _container(self, name: str) -> ContainerClient:
         client = self._service.get_container_client(name)
         if name not in self._known_containers:
             try:

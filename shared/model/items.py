@@ -35,9 +35,9 @@ def encode_vector(vector: np.ndarray) -> bytes:
 def decode_image(data: bytes) -> np.ndarray:
     """An 8-bit grayscale or RGB array from encoded image bytes."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("L") if img.mode in ("1", "L", "I", "I;16", "F", "P", "LA") else img.convert("RGB")
-            return np.asarray(img, dtype=np.uint8)
+        with Image.open(io.BytesIO(data)) as opened:
+            gray = opened.mode in ("1", "L", "I", "I;16", "F", "P", "LA")
+            return np.asarray(opened.convert("L" if gray else "RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidInputError("unreadable image", [Problem(None, "item", str(exc))]) from exc
 

@@ -107,10 +107,12 @@ def plot(path: Path, cs: dict[str, Curve], default: str, title: str) -> None:
     for name, c in cs.items():
         x = np.asarray(c.labels)
         lo, hi = c.per_seed.min(axis=0), c.per_seed.max(axis=0)
-        style = {"linewidth": 2.6} if name == default else {"linewidth": 1.4}
-        if name == "random":
-            style |= {"color": "black", "linestyle": "--"}
-        (line,) = ax.plot(x, c.mean * 100, marker="o", markersize=3, label=name, **style)
+        (line,) = ax.plot(
+            x, c.mean * 100, marker="o", markersize=3, label=name,
+            linewidth=2.6 if name == default else 1.4,
+            color="black" if name == "random" else None,
+            linestyle="--" if name == "random" else "-",
+        )
         ax.fill_between(x, lo * 100, hi * 100, alpha=0.15, color=line.get_color())
     ax.set_xlabel("labels")
     ax.set_ylabel("test accuracy (%)")
