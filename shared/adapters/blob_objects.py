@@ -7,6 +7,7 @@ are azure-core's exponential retry policy, configured on the client.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from urllib.parse import unquote, urlparse
 
@@ -26,10 +27,8 @@ class BlobObjectStore:
     def _container(self, name: str) -> ContainerClient:
         client = self._service.get_container_client(name)
         if name not in self._known_containers:
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 client.create_container()
-            except ResourceExistsError:
-                pass
             self._known_containers.add(name)
         return client
 
@@ -38,10 +37,8 @@ class BlobObjectStore:
 
     def put(self, container: str, name: str, data: bytes, *, overwrite: bool = False) -> str:
         blob = self._container(container).get_blob_client(name)
-        try:
+        with contextlib.suppress(ResourceExistsError):  # keep the existing object
             blob.upload_blob(data, overwrite=overwrite)
-        except ResourceExistsError:
-            pass  # keep the existing object (content-addressed names hold the same bytes)
         return blob.url
 
     def get(self, container: str, name: str) -> bytes:
@@ -83,10 +80,8 @@ class BlobObjectStore:
             return []
 
     def delete(self, container: str, name: str) -> None:
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             self._service.get_blob_client(container, name).delete_blob()
-        except ResourceNotFoundError:
-            pass
 
     def _split(self, uri: str) -> tuple[str, str]:
         path = unquote(urlparse(uri).path)

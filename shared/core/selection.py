@@ -1,11 +1,12 @@
 """The selection contract, as the NumPy reference every backend must agree with.
 
 Candidates are the latest prediction per item (latest ``scored_at``, then highest prediction id)
-from the serving model version, kept when it was scored inside the window ``[start, end]``, minus
-items selected or labeled before. (Latest first, then the window: an item re-scored after the
-window's end is judged by its newest scores, and the stores can keep "latest" up to date at
-ingestion instead of grouping every row at query time.) Ranked strategies order candidates by their uncertainty score and break ties by
-item id; random orders by the seeded key of :func:`shared.core.uncertainty.random_keys`.
+from the serving model version, kept when it was scored inside the window ``[start, end]``,
+minus items selected or labeled before. (Latest first, then the window: an item re-scored after
+the window's end is judged by its newest scores, and the stores can keep "latest" up to date at
+ingestion instead of grouping every row at query time.) Ranked strategies order candidates by
+their uncertainty score and break ties by item id; random orders by the seeded key of
+:func:`shared.core.uncertainty.random_keys`.
 """
 
 from __future__ import annotations

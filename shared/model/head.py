@@ -59,10 +59,10 @@ def train_head(
         intercept[present[0]] = 0.0
         return HeadWeights(coef.astype(np.float32), intercept.astype(np.float32))
     model = LogisticRegression(C=c, max_iter=max_iter, warm_start=base is not None, tol=1e-4)
-    if base is not None and base.coef.shape == coef.shape:
-        if len(present) > 2:  # sklearn warm-starts only with (classes, features) shaped weights
-            model.coef_ = base.coef[present].astype(np.float64)
-            model.intercept_ = base.intercept[present].astype(np.float64)
+    # sklearn warm-starts multinomial fits from (classes, features) shaped weights
+    if base is not None and base.coef.shape == coef.shape and len(present) > 2:
+        model.coef_ = base.coef[present].astype(np.float64)
+        model.intercept_ = base.intercept[present].astype(np.float64)
     model.fit(x, y)
     if len(present) == 2:  # binary: sklearn keeps one row for the positive class
         w, b = model.coef_[0], model.intercept_[0]

@@ -56,7 +56,7 @@ def curves(results: Sequence[RunResult], strategies: Sequence[str]) -> dict[str,
     out = {}
     for s in strategies:
         runs = sorted((r for r in results if r.strategy == s), key=lambda r: r.seed)
-        labels = [int(round(float(np.mean(col)))) for col in zip(*(r.labels for r in runs), strict=True)]
+        labels = [round(float(np.mean(col))) for col in zip(*(r.labels for r in runs), strict=True)]
         out[s] = Curve(s, labels, np.asarray([r.accuracy for r in runs], dtype=float))
     return out
 

@@ -64,7 +64,7 @@ def records(n: int, *, start: int = 0):
 
 
 def test_collect_stores_items_once_and_rows_once(loop):
-    store, objects, collect, _, _ = loop
+    _, objects, collect, _, _ = loop
     batch = records(5)
     batch.append({**batch[0], "item_id": "img-copy"})  # same bytes under another id
     result = collect.collect(batch)
@@ -84,7 +84,7 @@ def test_a_bad_batch_stores_nothing(loop):
 
 
 def test_select_hands_off_and_never_repeats(loop):
-    store, objects, collect, select, _ = loop
+    _, objects, collect, select, _ = loop
     collect.collect(records(9))
     first = select.run(now=NOW).selection
     assert first is not None and len(first.items) == 3
@@ -134,7 +134,7 @@ def export_for(objects, batch_id, answer=lambda name: "vertical"):
 
 
 def test_labels_are_recorded_once_and_problems_reported(loop):
-    store, objects, collect, select, labels = loop
+    _, objects, collect, select, labels = loop
     collect.collect(records(9))
     batch = select.run(now=NOW).selection
     data = export_for(objects, batch.batch_id)

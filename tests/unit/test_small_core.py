@@ -34,7 +34,7 @@ def test_settings_errors_name_the_variable(monkeypatch):
         load_settings()
     monkeypatch.setenv("AL_BATCH_SIZE", "10")
     monkeypatch.setenv("AL_STAGES", "selector_timer,nope")
-    with pytest.raises(ConfigurationError, match="AL_STAGES.*nope"):
+    with pytest.raises(ConfigurationError, match=r"AL_STAGES.*nope"):
         load_settings()
     monkeypatch.setenv("AL_STAGES", "selector_timer")
     s = load_settings()
