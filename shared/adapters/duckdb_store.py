@@ -46,6 +46,17 @@ def _naive_utc(ts: datetime | None) -> datetime | None:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
+def _naive_utc_many(values: list[datetime | None]) -> list[datetime | None]:
+    """:func:`_naive_utc` per value, converting each distinct value once (exports share stamps)."""
+    cache: dict[datetime | None, datetime | None] = {}
+    out = []
+    for v in values:
+        if v not in cache:
+            cache[v] = _naive_utc(v)
+        out.append(cache[v])
+    return out
+
+
 def _aware(ts: datetime | None) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
 
@@ -218,26 +229,32 @@ class DuckDBStore:
         with self._cursor() as con:
             con.execute("UPDATE selections SET handed_off = TRUE WHERE batch_id = ?", [batch_id])
 
+    def _with_ids(self, item_ids: Sequence[str], query: str) -> list[tuple]:  # type: ignore[type-arg]
+        """Run ``query`` against a registered one-column relation ``ids(item_id)`` (a semi-join
+        stays linear where ``list_contains`` over a parameter list grows with rows x ids)."""
+        ids = pa.table({"item_id": pa.array(list(item_ids), pa.string())})
+        with self._cursor() as con:
+            con.register("ids", ids)
+            try:
+                return con.execute(query).fetchall()
+            finally:
+                con.unregister("ids")
+
     def is_selected(self, item_ids: Sequence[str]) -> np.ndarray:
         if not item_ids:
             return np.zeros(0, dtype=bool)
-        with self._cursor() as con:
-            found = {
-                r[0]
-                for r in con.execute(
-                    "SELECT DISTINCT item_id FROM selections WHERE list_contains($ids, item_id)",
-                    {"ids": list(item_ids)},
-                ).fetchall()
-            }
+        found = {r[0] for r in self._with_ids(
+            item_ids, "SELECT DISTINCT s.item_id FROM selections s SEMI JOIN ids ON s.item_id = ids.item_id")}
         return np.array([i in found for i in item_ids], dtype=bool)
 
     def selection_uris(self, item_ids: Sequence[str]) -> dict[str, str]:
-        with self._cursor() as con:
-            rows = con.execute(
-                "SELECT item_id, arg_max(item_uri, selected_at) FROM selections "
-                "WHERE list_contains($ids, item_id) GROUP BY item_id",
-                {"ids": list(item_ids)},
-            ).fetchall()
+        if not item_ids:
+            return {}
+        rows = self._with_ids(
+            item_ids,
+            "SELECT s.item_id, arg_max(s.item_uri, s.selected_at) FROM selections s "
+            "SEMI JOIN ids ON s.item_id = ids.item_id GROUP BY s.item_id",
+        )
         return {str(i): str(u) for i, u in rows}
 
     # labels ------------------------------------------------------------------------------
@@ -250,7 +267,7 @@ class DuckDBStore:
             "label": pa.array([lb.label for lb in labels], pa.string()),
             "export_id": pa.array([lb.export_id for lb in labels], pa.string()),
             "export_sha256": pa.array([lb.export_sha256 for lb in labels], pa.string()),
-            "labeled_at": pa.array([_naive_utc(lb.labeled_at) for lb in labels], pa.timestamp("us")),
+            "labeled_at": pa.array(_naive_utc_many([lb.labeled_at for lb in labels]), pa.timestamp("us")),
             "recorded_at": pa.array([now] * len(labels), pa.timestamp("us")),
         })
         return self._insert("labels", rows)
