@@ -6,6 +6,7 @@ for Azure, beside them. Services receive ports; clients are built once per proce
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -142,3 +143,43 @@ class Trainer(Protocol):
 
 class Deployer(Protocol):
     def deploy(self, model: ModelVersion) -> None: ...
+
+
+# --- label_export_trigger ---
+@dataclass(frozen=True, slots=True)
+class RetrainRequest:
+    """"Enough new labels: retrain". ``watermark`` is the label count the request covers, so a
+    consumer (and the sender) can tell a repeated request for the same labels from a new one."""
+
+    model_name: str
+    watermark: int
+    pending: int
+    export_id: str
+    export_sha256: str
+    requested_at: str  # ISO 8601, UTC
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "retrain", "model_name": self.model_name, "watermark": self.watermark,
+                           "pending": self.pending, "export_id": self.export_id,
+                           "export_sha256": self.export_sha256, "requested_at": self.requested_at})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RetrainRequest:
+        """Parse a queue message body (already base64-decoded); ValueError says what is wrong."""
+        try:
+            doc = json.loads(text)
+            return cls(str(doc["model_name"]), int(doc["watermark"]), int(doc["pending"]),
+                       str(doc["export_id"]), str(doc["export_sha256"]), str(doc["requested_at"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a retrain request message: {exc!r}") from exc
+
+
+class RetrainRequests(Protocol):
+    """Where retrain requests go (a Storage queue in Azure, an in-process queue embedded), with the
+    watermark of the last request per model kept beside it."""
+
+    def last_watermark(self, model_name: str) -> int | None: ...
+
+    def request(self, req: RetrainRequest) -> bool:
+        """Send ``req`` unless a request at the same or a higher watermark was sent; True if sent."""
+        ...

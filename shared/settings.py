@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -41,6 +41,76 @@ class Settings(BaseSettings):
     max_records: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_item_bytes: int = Field(2 * 1024 * 1024, ge=1)
+
+    # --- scoring_collector ---
+    max_future_seconds: float = Field(300, ge=0, description="How far scored_at may lie ahead of the clock.")
+    landing_container: str = Field("landing", min_length=3, max_length=63)
+    items_container: str = Field("items", min_length=3, max_length=63)
+    storage_account_url: str = Field("", description="Blob endpoint, e.g. https://<account>.blob.core.windows.net")
+    storage_connection_string: str = Field("", description="Only for Azurite / local development.")
+    adx_cluster_uri: str = Field("", description="Query endpoint, e.g. https://<cluster>.<region>.kusto.windows.net")
+    adx_ingest_uri: str = Field("", description="Data-management endpoint; default: the cluster's ingest- URI.")
+    adx_database: str = "activelearning"
+    adx_streaming: bool = False
+    reingest_schedule: str = "0 */5 * * * *"
+    reingest_min_age_seconds: float = Field(120, ge=0)
+
+    # --- label_export_trigger ---
+    # The blob trigger's connection is the app setting AL_STORAGE (a connection string for Azurite) or
+    # AL_STORAGE__blobServiceUri / AL_STORAGE__queueServiceUri (identity-based, in Azure).
+    exports_container: str = Field("exports", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+    exports_prefix: str = Field("", pattern=r"^(?:[^/{}]+/)*$", description="Folder the trigger watches, e.g. "
+                                "'Labeling/export/' (ends with '/'), or '' for the whole container.")
+    quarantine_container: str = Field("exports-quarantine", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+    retrain_queue: str = Field("retrain-requests", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+    retrain_state_container: str = Field("retrain-state", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+    storage_queue_url: str = Field("", description="Queue endpoint; default: storage_account_url's .queue. twin.")
+    class_names: str = Field("", description="Comma-separated classes a label must be one of; "
+                             "empty: the serving model version's classes.")
+    max_export_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+
+    @property
+    def class_name_list(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.class_names.split(",") if c.strip())
+
+    # --- github_dispatch ---
+    # The GitHub token is a secret: in Azure a Key Vault reference
+    # (@Microsoft.KeyVault(SecretUri=...)) in the app setting AL_GITHUB_TOKEN; never logged.
+    github_repository: str = Field("", pattern=r"^$|^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+                                   description="owner/name of the repository holding the training workflow")
+    github_workflow: str = Field("train.yml", min_length=1, description="Workflow file name or id.")
+    github_ref: str = Field("main", min_length=1)
+    github_token: SecretStr = Field(SecretStr(""), description="Token with actions:write on the repository.")
+    github_api_url: str = Field("https://api.github.com", pattern=r"^https?://")
+    aml_subscription_id: str = ""
+    aml_resource_group: str = ""
+    aml_workspace: str = ""
+    aml_endpoint: str = Field("", description="Managed online endpoint serving the model.")
+    aml_deployment: str = Field("", description="Deployment of that endpoint the orchestrator updates.")
+    aml_items_datastore: str = Field("", description="Azure ML datastore on the items container; "
+                                     "empty: the manifest keeps the items' Blob URLs.")
+    training_timeout_minutes: float = Field(360, gt=0, le=7 * 24 * 60)
+    deploy_timeout_minutes: float = Field(60, gt=0, le=24 * 60)
+    poll_initial_seconds: float = Field(60, ge=1)
+    poll_max_seconds: float = Field(900, ge=1)
+    activity_retry_attempts: int = Field(3, ge=1, le=10)
+    activity_retry_first_seconds: float = Field(30, ge=1)
+
+    # --- selector_timer ---
+    # The timer binding reads the app setting AL_SELECTION_SCHEDULE itself (%AL_SELECTION_SCHEDULE%): set it
+    # in the app settings too; this field validates it and documents the default (hourly, on the hour).
+    selection_schedule: str = Field("0 0 * * * *", pattern=r"^\S+( \S+){5}$",
+                                    description="NCRONTAB with seconds: 'sec min hour day month weekday'.")
+    labels_per_day: int | None = Field(None, ge=1, description="At most this many items sent to labeling "
+                                       "per UTC day; unset: no daily cap.")
+    labels_total: int | None = Field(None, ge=1, description="At most this many items sent to labeling ever.")
+    stop_uncertainty_below: float | None = Field(
+        None, ge=0.0, le=1.0, description="Stop selecting when the picked batch's mean uncertainty (1 - margin) "
+        "falls under this; unset: never stop.")
+    selection_lock_container: str = Field("selection-lock", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+    selection_lease_seconds: int = Field(60, ge=15, le=60)
+    labeling_container: str = Field("labeling-input", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+                                    description="The Azure ML Data Labeling project's input container.")
 
     @field_validator("stages")
     @classmethod

@@ -50,3 +50,13 @@ def azurite():
 
     with running_azurite() as az:
         yield az
+
+
+# --- selector_timer ---
+@pytest.fixture(scope="session")
+def kusto():
+    """Microsoft's Kusto language service (one Node process for the session) against infra/adx."""
+    from tests.support.kusto import KustoAnalyzer
+
+    with KustoAnalyzer() as analyzer:
+        yield analyzer

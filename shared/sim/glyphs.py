@@ -15,7 +15,7 @@ Rendering: every (font, character) pair is rasterised once with FreeType at
 high resolution, placed relative to the font's baseline and em box (not
 tight-cropped, so 'o' stays smaller and lower than 'O', as in real text) and
 cached.  Each sample then gets a random stroke weight, a random affine warp
-(rotation, scale, shear, translation), Gaussian blur-free area downsampling,
+(rotation, scale, shear, translation), area downsampling,
 a random contrast and Gaussian pixel noise.  Images are white glyphs on a
 black background, uint8, size x size.
 """
