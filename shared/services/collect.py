@@ -1,19 +1,25 @@
-"""collect: validate a batch of scoring results, store inline items content-addressed, store rows."""
+"""collect: validate a batch of scoring results, store inline items content-addressed, store rows.
+
+Without an :class:`~shared.services.ingest.IngestService` rows go straight to the store (the
+simulation's path). With one (the function app), the accepted batch is first landed durably as a
+JSON-lines blob and then ingested; an ingestion failure leaves the blob for the re-ingest timer.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from shared.core.payload import ScoringRecord, validate_batch
+from shared.core.payload import ScoringRecord, landing_jsonl, validate_batch
 from shared.core.records import PredictionBatch
 from shared.errors import NotFoundError
 from shared.ports import ObjectStore, PredictionStore
+from shared.services.ingest import IngestService, batch_id_of
 
 log = logging.getLogger(__name__)
 ITEMS_CONTAINER = "items"
@@ -21,19 +27,31 @@ ITEMS_CONTAINER = "items"
 
 @dataclass(frozen=True, slots=True)
 class CollectResult:
+    """``accepted`` new predictions and ``duplicates`` already known. When the store cannot tell yet
+    (queued ADX ingestion, or ingestion left to the retry), a batch landed before counts as duplicates
+    and any other as accepted; cross-batch duplicates are then removed on read."""
+
     accepted: int
     duplicates: int
+    batch_id: str = ""
+    ingested: bool = True
 
 
 class CollectService:
     def __init__(
         self, store: PredictionStore, objects: ObjectStore, *, max_records: int = 1000,
-        max_item_bytes: int = 2 * 1024 * 1024,
+        max_item_bytes: int = 2 * 1024 * 1024, ingest: IngestService | None = None,
+        items_container: str = ITEMS_CONTAINER, max_future: timedelta | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._objects = objects
         self._max_records = max_records
         self._max_item_bytes = max_item_bytes
+        self._ingest = ingest
+        self._items_container = items_container
+        self._max_future = max_future
+        self._clock = clock
         self._classes: dict[tuple[str, str], tuple[str, ...] | None] = {}
 
     def _classes_of(self, name: str, version: str) -> Sequence[str] | None:
@@ -47,9 +65,11 @@ class CollectService:
 
     def collect(self, payload: object) -> CollectResult:
         """Validate the whole batch first; store nothing unless every record is valid."""
+        now = self._clock()
+        future = {} if self._max_future is None else {"now": now, "max_future": self._max_future}
         checked = validate_batch(
             payload, classes_of=self._classes_of, max_records=self._max_records,
-            max_item_bytes=self._max_item_bytes,
+            max_item_bytes=self._max_item_bytes, **future,  # type: ignore[arg-type]
         )
         uris = []
         for rec, _, raw in checked:
@@ -57,8 +77,10 @@ class CollectService:
                 uris.append(rec.item_uri or "")
                 continue
             digest = hashlib.sha256(raw).hexdigest()
-            uris.append(self._objects.put(ITEMS_CONTAINER, f"sha256/{digest}", raw))
+            uris.append(self._objects.put(self._items_container, f"sha256/{digest}", raw))
         records = [rec for rec, _, _ in checked]
+        if self._ingest is not None:
+            return self._land_and_ingest(records, uris, now)
         new = 0
         # One stored batch per probability width (a batch may mix models with other class counts).
         for width in sorted({len(r.probabilities) for r in records}):
@@ -66,6 +88,27 @@ class CollectService:
             new += self._store.add_predictions(_batch([records[i] for i in rows], [uris[i] for i in rows]))
         log.info("collected %d predictions (%d duplicates)", new, len(records) - new)
         return CollectResult(accepted=new, duplicates=len(records) - new)
+
+    def _land_and_ingest(self, records: Sequence[ScoringRecord], uris: Sequence[str], now: datetime) -> CollectResult:
+        assert self._ingest is not None
+        batch_id = batch_id_of([r.prediction_id or "" for r in records])
+        landed = self._ingest.land(batch_id, landing_jsonl(records, uris, now))
+        n = len(records)
+        if landed.already_ingested:
+            return CollectResult(0, n, batch_id, True)
+        try:
+            outcome = self._ingest.ingest(batch_id)
+        except Exception:
+            # Landed is durable: the re-ingest timer retries; the caller still gets its 2xx.
+            log.warning("ingestion of landed batch %s failed; left for re-ingestion", batch_id, exc_info=True)
+            return CollectResult(0 if landed.already_landed else n, n if landed.already_landed else 0,
+                                 batch_id, False)
+        if outcome.new_rows is None:
+            return CollectResult(0 if landed.already_landed else n, n if landed.already_landed else 0,
+                                 batch_id, True)
+        log.info("collected %d predictions (%d duplicates), batch %s", outcome.new_rows, n - outcome.new_rows,
+                 batch_id)
+        return CollectResult(outcome.new_rows, n - outcome.new_rows, batch_id, True)
 
 
 
