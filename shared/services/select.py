@@ -2,14 +2,21 @@
 
 The selection is recorded before any item is copied, so a run that dies mid-copy is finished by
 the next run (same batch, same names, no duplicates); recorded items are never candidates again.
+A run holds a lock (a blob lease in Azure, a file lock embedded) from resume to hand-off, so two
+overlapping runs never pick the same item. A label budget (per UTC day, in total) caps the batch,
+counted from the labeling input folder itself; an optional stopping rule skips a batch the model is
+already sure about (docs/selection.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,8 +24,12 @@ from shared.core import strategies
 from shared.core.naming import extension_of, labeling_name
 from shared.core.records import SelectedItem, Selection
 from shared.core.selection import CandidateFilter
-from shared.core.uncertainty import RANKED_STRATEGIES
+from shared.core.uncertainty import RANKED_STRATEGIES, margin
+from shared.errors import SelectionError
 from shared.ports import ObjectStore, PredictionStore
+
+if TYPE_CHECKING:
+    from shared.adapters.selection_lock import SelectionLock
 
 log = logging.getLogger(__name__)
 LABELING_CONTAINER = "labeling-input"
@@ -26,9 +37,13 @@ LABELING_CONTAINER = "labeling-input"
 
 @dataclass(frozen=True, slots=True)
 class SelectionResult:
+    """``status``: selected, preview, empty (no model or no candidates), busy, budget or stopped."""
+
     selection: Selection | None
     reason: str
     resumed: tuple[str, ...] = ()
+    status: str = ""
+    uncertainty: float | None = None
 
 
 class SelectService:
@@ -42,7 +57,17 @@ class SelectService:
         batch_size: int,
         window: timedelta,
         seed: int = 0,
+        lock: SelectionLock | None = None,
+        labeling_container: str = LABELING_CONTAINER,
+        labels_per_day: int | None = None,
+        labels_total: int | None = None,
+        stop_uncertainty_below: float | None = None,
     ) -> None:
+        self._lock = lock
+        self._container = labeling_container
+        self._per_day = labels_per_day
+        self._total = labels_total
+        self._stop_below = stop_uncertainty_below
         self._store = store
         self._objects = objects
         self._model_name = model_name
@@ -53,22 +78,65 @@ class SelectService:
 
     def preview(self, *, now: datetime | None = None, strategy: str | None = None,
                 k: int | None = None) -> SelectionResult:
-        """What a run would pick now; nothing is recorded or copied."""
-        return self._choose(now or datetime.now(UTC), strategy or self._strategy, k or self._batch_size)
+        """What a run would pick now; nothing is recorded or copied (no lock, no budget)."""
+        result = self._choose(now or datetime.now(UTC), strategy or self._strategy, k or self._batch_size)
+        status = "preview" if result.selection is not None else "empty"
+        return SelectionResult(result.selection, result.reason, (), status, result.uncertainty)
 
     def run(self, *, now: datetime | None = None, strategy: str | None = None,
             k: int | None = None) -> SelectionResult:
-        """Finish interrupted hand-offs, then select, record and hand a new batch to labeling."""
+        """Under the lock: finish interrupted hand-offs, then select, record and hand a new batch to
+        labeling. A busy lock, an empty pool, a spent budget or the stopping rule end it cleanly."""
+        from shared.adapters.selection_lock import LockBusyError
+
+        if strategy is not None:
+            strategies.check_strategy(strategy)
+        if k is not None and k < 1:
+            raise SelectionError(f"k must be at least 1, got {k}")
+        try:
+            with self._hold():
+                return self._run_locked(now or datetime.now(UTC), strategy or self._strategy, k or self._batch_size)
+        except LockBusyError as exc:
+            log.info("selection: skipped, %s", exc)
+            return SelectionResult(None, str(exc), (), "busy")
+
+    def _hold(self) -> AbstractContextManager[None]:
+        return self._lock.hold() if self._lock is not None else nullcontext()
+
+    def _run_locked(self, now: datetime, strategy: str, k: int) -> SelectionResult:
         resumed = tuple(self.resume())
-        result = self._choose(now or datetime.now(UTC), strategy or self._strategy, k or self._batch_size)
+        left = self.budget_left(now)
+        if left is not None and left <= 0:
+            log.info("selection: label budget spent (per day %s, total %s)", self._per_day, self._total)
+            return SelectionResult(None, "label budget spent", resumed, "budget")
+        result = self._choose(now, strategy, k if left is None else min(k, left))
         if result.selection is None:
             log.info("selection: nothing selected (%s)", result.reason)
-            return SelectionResult(None, result.reason, resumed)
+            return SelectionResult(None, result.reason, resumed, "empty")
+        if (self._stop_below is not None and result.uncertainty is not None
+                and result.uncertainty < self._stop_below):
+            reason = (f"stopping rule: mean uncertainty {result.uncertainty:.4f} of the batch is under "
+                      f"{self._stop_below}")
+            log.info("selection: %s; nothing recorded", reason)
+            return SelectionResult(None, reason, resumed, "stopped", result.uncertainty)
         self._store.record_selection(result.selection)
         self.hand_off(result.selection)
         log.info("selection %s: %d items by %s", result.selection.batch_id,
                  len(result.selection.items), result.selection.strategy)
-        return SelectionResult(result.selection, result.reason, resumed)
+        return SelectionResult(result.selection, result.reason, resumed, "selected", result.uncertainty)
+
+    def budget_left(self, now: datetime) -> int | None:
+        """Items that may still go to labeling now (None: no cap), counted from the labeling folder,
+        where every handed-off item lies under ``<batch id>/`` and batch ids start with the UTC date."""
+        if self._per_day is None and self._total is None:
+            return None
+        left: list[int] = []
+        if self._total is not None:
+            left.append(self._total - len(self._objects.list(self._container)))
+        if self._per_day is not None:
+            today = now.astimezone(UTC).strftime("%Y%m%dT")
+            left.append(self._per_day - len(self._objects.list(self._container, today)))
+        return max(0, min(left))
 
     def resume(self) -> list[str]:
         done = []
@@ -82,8 +150,8 @@ class SelectService:
         """Copy every item of a recorded selection to the labeling input folder (idempotent)."""
         for item in selection.items:
             name = labeling_name(selection.batch_id, item.item_id, extension_of(item.item_uri))
-            if not self._objects.exists(LABELING_CONTAINER, name):
-                self._objects.copy(item.item_uri, LABELING_CONTAINER, name)
+            if not self._objects.exists(self._container, name):
+                self._objects.copy(item.item_uri, self._container, name)
         self._store.mark_handed_off(selection.batch_id)
 
     def _choose(self, now: datetime, strategy: str, k: int) -> SelectionResult:
@@ -96,29 +164,50 @@ class SelectService:
         if strategy in RANKED_STRATEGIES:
             ranked = self._store.top_k(flt, strategy, k, self._seed)
             items = tuple(SelectedItem(r.item_id, r.item_uri, r.score, n) for n, r in enumerate(ranked))
+            level = batch_uncertainty(strategy, [i.score for i in items], len(serving.class_names))
         else:
-            items = self._batch_aware(flt, strategy, k, serving.version, now)
+            items, level = self._batch_aware(flt, strategy, k, serving.version, now)
         if not items:
             return SelectionResult(None, "no candidates (empty pool, or all selected or labeled)")
         reason = "ok" if len(items) == k else f"only {len(items)} candidates for k={k}"
         batch_id = _batch_id(now, strategy, serving.version, [i.item_id for i in items])
         return SelectionResult(
-            Selection(batch_id, strategy, self._model_name, serving.version, now, items), reason
+            Selection(batch_id, strategy, self._model_name, serving.version, now, items), reason,
+            uncertainty=level,
         )
 
     def _batch_aware(self, flt: CandidateFilter, strategy: str, k: int, version: str,
-                     now: datetime) -> tuple[SelectedItem, ...]:
+                     now: datetime) -> tuple[tuple[SelectedItem, ...], float | None]:
         spec = strategies.BATCH_STRATEGIES[strategy]
         cands = self._store.candidates(flt)
         if len(cands) == 0:
-            return ()
+            return (), None
         labeled = self._store.labeled_set(self._model_name, version)
         rng = np.random.default_rng([self._seed, int(now.timestamp())])
         idx, scores = spec.pick(cands, labeled, min(k, len(cands)), rng)
-        return tuple(
+        items = tuple(
             SelectedItem(str(cands.item_ids[i]), str(cands.item_uris[i]), float(s), n)
             for n, (i, s) in enumerate(zip(idx, scores, strict=True))
         )
+        level = float(np.mean(1.0 - margin(cands.probabilities[idx]))) if len(idx) else None
+        return items, level
+
+
+def batch_uncertainty(strategy: str, scores: list[float], classes: int) -> float | None:
+    """The mean uncertainty of a batch on a 0..1 scale (1 = as unsure as possible), for the stopping
+    rule: 1 - margin for margin, least confidence / (1 - 1/C), entropy / ln C; random has none."""
+    if not scores or strategy == "random":
+        return None
+    s = np.asarray(scores, dtype=np.float64)
+    if strategy == "margin":
+        return float(np.mean(1.0 - s))
+    if classes < 2:
+        return None
+    if strategy == "least_confidence":
+        return float(np.mean(s) / (1.0 - 1.0 / classes))
+    if strategy == "entropy":
+        return float(np.mean(s) / math.log(classes))
+    return None
 
 
 def _batch_id(now: datetime, strategy: str, version: str, item_ids: list[str]) -> str:
