@@ -1,18 +1,25 @@
-"""ingest labels: parse a labeling export, validate each row, record the valid labels once."""
+"""ingest labels: parse a labeling export, validate each row, record the valid labels once, and
+ask for retraining once enough new labels are pending.
+
+:class:`LabelService` is the bookkeeping (what the embedded loop and the simulation call);
+:class:`ExportIntake` adds what the blob trigger needs around it: the error report next to the
+export, quarantine of an export that cannot be parsed, replay and statistics.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.core.exports import parse_csv_export
-from shared.core.naming import item_id_from_path
+from shared.core.exports import REPORT_SUFFIX, is_export_name, item_id_for_url, parse_export
 from shared.core.records import Label
-from shared.errors import ExportFormatError, Problem
-from shared.ports import PredictionStore
+from shared.errors import ConfigurationError, ExportFormatError, Problem
+from shared.ports import ObjectStore, PredictionStore, RetrainRequest, RetrainRequests
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +33,30 @@ class IngestResult:
     problems: tuple[Problem, ...]
     pending: int
     retrain_requested: bool
+    format: str = "csv"
+    watermark: int | None = None  # the label count a retrain request sent by this ingest covers
+
+
+def retrain_due(*, pending: int, labels: int, trained_on: int, last_watermark: int | None,
+                threshold: int) -> bool:
+    """Whether to ask for retraining now. Enough labels must be pending; and either nothing was
+    asked yet, the last request was served (the serving model trained on at least its watermark),
+    or ``threshold`` more labels arrived since it was sent (e.g. its candidate was rejected)."""
+    if pending < threshold:
+        return False
+    if last_watermark is None or trained_on >= last_watermark:
+        return True
+    return labels - last_watermark >= threshold
+
+
+def _labeled_at(value: str | None, default: datetime) -> datetime:
+    if value:
+        try:
+            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return default
 
 
 class LabelService:
@@ -36,51 +67,202 @@ class LabelService:
         model_name: str,
         class_names: Callable[[], tuple[str, ...] | None],
         retrain_threshold: int,
+        requests: RetrainRequests | None = None,
     ) -> None:
+        """``requests``: where retrain requests go; by default an in-process queue (embedded loop)."""
+        if requests is None:
+            from shared.adapters.queues import InProcessRetrainRequests
+
+            requests = InProcessRetrainRequests()
         self._store = store
         self._model_name = model_name
         self._class_names = class_names
         self._threshold = retrain_threshold
+        self.requests = requests
+
+    @property
+    def threshold(self) -> int:
+        return self._threshold
 
     def ingest(self, export_id: str, data: bytes) -> IngestResult:
-        """Record the valid rows of an export; raise :class:`ExportFormatError` if it cannot be read."""
+        """Record the valid rows of an export (format from ``export_id``'s extension, else its
+        content); raise :class:`ExportFormatError` if it cannot be read at all."""
         sha = hashlib.sha256(data).hexdigest()
-        parsed = parse_csv_export(data)
+        parsed = parse_export(data, export_id)
         classes = self._class_names()
         if not classes:
-            raise ExportFormatError("no class list to check labels against",
-                                    [Problem(None, "classes", "register a model or configure classes")])
+            raise ConfigurationError("no class list to check labels against: register a serving model "
+                                     "or set AL_CLASS_NAMES")
         known = set(classes)
+        url_field, label_field = parsed.url_field, parsed.label_field
         problems = list(parsed.problems)
-        by_item: dict[str, list[tuple[int, str]]] = {}
+        by_item: dict[str, list[tuple[int, str, str | None]]] = {}
         for row in parsed.rows:
-            item_id = item_id_from_path(row.url)
-            if row.label not in known:
-                problems.append(Problem(row.row, "Label", f"{row.label!r} is not one of the model's classes"))
-                continue
-            by_item.setdefault(item_id, []).append((row.row, row.label))
-        conflicting = {i for i, rows in by_item.items() if len({lb for _, lb in rows}) > 1}
-        for item_id in sorted(conflicting):
-            for n, label in by_item.pop(item_id):
-                problems.append(Problem(n, "Label", f"item {item_id!r} has different labels in this export ({label!r})"))
-        ids = sorted(by_item)
+            item_id, why = item_id_for_url(row.url)
+            if item_id is None:
+                problems.append(Problem(row.row, url_field, f"{why}: {row.url[:200]!r}"))
+            elif row.label not in known:
+                problems.append(Problem(row.row, label_field, f"{row.label!r} is not one of the model's classes"))
+            else:
+                by_item.setdefault(item_id, []).append((row.row, row.label, row.labeled_at))
+        conflicting = [i for i, rows in by_item.items() if len({lb for _, lb, _ in rows}) > 1]
+        for item_id in conflicting:
+            for n, label, _ in by_item.pop(item_id):
+                problems.append(Problem(n, label_field,
+                                        f"item {item_id!r} has different labels in this export ({label!r})"))
+        ids = list(by_item)
         selected = self._store.is_selected(ids)
         now = datetime.now(UTC)
         labels = []
         for item_id, was_selected in zip(ids, selected, strict=True):
-            n, label = by_item[item_id][0]
+            n, label, at = by_item[item_id][0]
             if not was_selected:
-                problems.append(Problem(n, "Url", f"item {item_id!r} was never selected for labeling"))
+                problems.append(Problem(n, url_field, f"item {item_id!r} was never selected for labeling"))
                 continue
-            labels.append(Label(item_id, label, export_id, sha, now))
+            labels.append(Label(item_id, label, export_id, sha, _labeled_at(at, now)))
         recorded = self._store.add_labels(labels)
-        pending = self.pending()
+        problems.sort(key=lambda p: (p.where is None, p.where or 0))
         if problems:
             log.warning("export %s: %d rows refused (first: %s)", export_id, len(problems), problems[0])
+        pending, watermark = self._maybe_request(export_id, sha)
         return IngestResult(export_id, sha, recorded, len(labels) - recorded, tuple(problems),
-                            pending, pending >= self._threshold)
+                            pending, watermark is not None, parsed.format, watermark)
+
+    def _maybe_request(self, export_id: str, sha: str) -> tuple[int, int | None]:
+        """(pending, watermark of the request sent now or None)."""
+        labels = self._store.count_labels()
+        serving = self._store.serving_version(self._model_name)
+        trained_on = serving.trained_on_labels if serving else 0
+        pending = labels - trained_on
+        due = retrain_due(pending=pending, labels=labels, trained_on=trained_on,
+                          last_watermark=self.requests.last_watermark(self._model_name), threshold=self._threshold)
+        if not due:
+            return pending, None
+        req = RetrainRequest(self._model_name, labels, pending, export_id, sha, datetime.now(UTC).isoformat())
+        if self.requests.request(req):
+            log.info("retrain requested for %s: %d labels pending (watermark %d)", self._model_name, pending, labels)
+            return pending, labels
+        return pending, None
 
     def pending(self) -> int:
         """Labels recorded since the serving model was trained."""
         serving = self._store.serving_version(self._model_name)
         return self._store.count_labels() - (serving.trained_on_labels if serving else 0)
+
+    def stats(self) -> dict[str, object]:
+        per_class = Counter(lb.label for lb in self._store.list_labels())
+        return {"model_name": self._model_name, "labels": sum(per_class.values()),
+                "labels_per_class": dict(sorted(per_class.items())), "pending": self.pending(),
+                "retrain_threshold": self._threshold,
+                "last_retrain_watermark": self.requests.last_watermark(self._model_name)}
+
+
+# --- the trigger's side: reports, quarantine, replay --------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ExportOutcome:
+    status: str  # "recorded" | "quarantined" | "skipped"
+    container: str
+    name: str
+    result: IngestResult | None = None
+    report: str | None = None  # "<container>/<name>" of the report written, if any
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        r = self.result
+        return {"status": self.status, "export": f"{self.container}/{self.name}", "report": self.report,
+                "reason": self.reason,
+                **({"format": r.format, "sha256": r.export_sha256, "recorded": r.recorded,
+                    "already_known": r.already_known, "problems": len(r.problems), "pending": r.pending,
+                    "retrain_requested": r.retrain_requested} if r else {})}
+
+
+def report_name(name: str) -> str:
+    return name + REPORT_SUFFIX
+
+
+def build_report(name: str, sha: str, status: str, problems: tuple[Problem, ...], *,
+                 result: IngestResult | None = None, reason: str = "") -> bytes:
+    """The error report: one entry per refused row (row, field, reason), as JSON."""
+    doc = {"export": name, "sha256": sha, "status": status, "reason": reason,
+           "written_at": datetime.now(UTC).isoformat(),
+           "format": result.format if result else None,
+           "recorded": result.recorded if result else 0,
+           "already_known": result.already_known if result else 0,
+           "problems": [{"row": p.where, "field": p.field, "reason": p.reason} for p in problems]}
+    return json.dumps(doc, indent=1).encode("utf-8")
+
+
+class ExportIntake:
+    """What the blob trigger and the admin endpoints call."""
+
+    def __init__(self, labels: LabelService, objects: ObjectStore, *, exports_container: str,
+                 quarantine_container: str, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.labels = labels
+        self._objects = objects
+        self._exports = exports_container
+        self._quarantine = quarantine_container
+        self._max_bytes = max_bytes
+
+    def process(self, container: str, name: str, data: bytes) -> ExportOutcome:
+        """Ingest one export blob. Unreadable exports are moved to quarantine with their report and
+        the call returns normally (retrying cannot fix them); storage or store failures raise."""
+        if not is_export_name(name):
+            return ExportOutcome("skipped", container, name, reason="not an export (a report or a manifest)")
+        return self._handle(container, name, data, quarantined=False)
+
+    def replay(self, name: str, *, source: str = "quarantine") -> ExportOutcome:
+        """Reprocess a named export, e.g. a quarantined one after it was fixed in place. A quarantined
+        export that now parses goes back to the exports container (re-recording nothing)."""
+        if source not in ("quarantine", "exports"):
+            raise ValueError("source must be 'quarantine' or 'exports'")
+        if not is_export_name(name):
+            raise ValueError(f"{name!r} names a report or a manifest, not an export")
+        container = self._quarantine if source == "quarantine" else self._exports
+        data = self._objects.get(container, name)  # NotFoundError -> 404
+        return self._handle(container, name, data, quarantined=source == "quarantine")
+
+    def _handle(self, container: str, name: str, data: bytes, *, quarantined: bool) -> ExportOutcome:
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            if len(data) > self._max_bytes:
+                raise ExportFormatError("export is too large", [Problem(
+                    None, "file", f"{len(data)} bytes, more than AL_MAX_EXPORT_BYTES={self._max_bytes}")])
+            result = self.labels.ingest(name, data)
+        except ExportFormatError as exc:
+            return self._quarantine_export(container, name, data, sha, exc)
+        if quarantined:  # fixed: back to the exports container, out of quarantine
+            self._objects.put(self._exports, name, data, overwrite=True)
+            self._objects.delete(self._quarantine, report_name(name))
+            self._objects.delete(self._quarantine, name)
+            container = self._exports
+        report = None
+        if result.problems:
+            self._objects.put(container, report_name(name),
+                              build_report(name, sha, "recorded", result.problems, result=result), overwrite=True)
+            report = f"{container}/{report_name(name)}"
+        else:
+            self._objects.delete(container, report_name(name))  # a stale report of an earlier version
+        return ExportOutcome("recorded", container, name, result, report)
+
+    def _quarantine_export(self, container: str, name: str, data: bytes, sha: str,
+                           exc: ExportFormatError) -> ExportOutcome:
+        """Copy to quarantine with the report, then delete the original (a crash in between leaves
+        a copy that the retried trigger quarantines again, never a lost export)."""
+        log.warning("export %s/%s quarantined: %s", container, name, exc)
+        reason = str(exc)
+        body = build_report(name, sha, "quarantined", exc.problems, reason=reason)
+        if container != self._quarantine:
+            self._objects.put(self._quarantine, name, data, overwrite=True)
+        self._objects.put(self._quarantine, report_name(name), body, overwrite=True)
+        if container != self._quarantine:
+            self._objects.delete(container, name)
+            self._objects.delete(container, report_name(name))
+        return ExportOutcome("quarantined", self._quarantine, name,
+                             report=f"{self._quarantine}/{report_name(name)}", reason=reason)
+
+    def quarantined(self) -> list[str]:
+        return [n for n in self._objects.list(self._quarantine) if is_export_name(n)]
+
+    def stats(self) -> dict[str, object]:
+        return {**self.labels.stats(), "quarantined_exports": self.quarantined()}
+

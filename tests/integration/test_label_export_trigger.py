@@ -1,0 +1,198 @@
+"""The label_export_trigger app as the host sees it: indexed functions and bindings, the blob
+trigger fed real ``azure.functions.blob.InputStream`` objects, the admin HTTP functions, and the
+quarantine, report and retrain message in a real Azurite."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+from datetime import UTC, datetime
+
+import azure.functions as func
+import pytest
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from function_app import build_app
+from functions.label_export_trigger import wiring
+from shared.adapters.duckdb_store import DuckDBStore
+from shared.adapters.queues import build_queue_client
+from shared.core.exports import azureml_url, datastore_url, write_coco_export, write_csv_export, write_jsonl_export
+from shared.core.naming import labeling_name
+from shared.core.records import SelectedItem, Selection
+from shared.ports import RetrainRequest
+from shared.settings import load_settings
+
+
+def test_the_app_indexes_the_label_functions_with_their_bindings():
+    code = textwrap.dedent("""
+        import json, os
+        os.environ["AL_STAGES"] = "label_export_trigger"
+        os.environ["AL_EXPORTS_CONTAINER"] = "aml-exports"
+        os.environ["AL_EXPORTS_PREFIX"] = "Labeling/export/"
+        import function_app
+        print(json.dumps({f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]
+                          for f in function_app.app.get_functions()}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    functions = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(functions) == ["labels_export", "labels_replay", "labels_stats"]
+    (blob,) = functions["labels_export"]
+    assert (blob["type"], blob["direction"], blob["path"], blob["connection"]) == (
+        "blobTrigger", "IN", "aml-exports/Labeling/export/{name}", "AL_STORAGE")
+    for name, route, method in (("labels_replay", "labels/replay", "POST"), ("labels_stats", "labels/stats", "GET")):
+        trigger = next(b for b in functions[name] if b["type"] == "httpTrigger")
+        assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, [method], "ADMIN")
+
+
+@pytest.fixture
+def app(azurite):
+    """The stage's functions from a freshly indexed app, wired to Azurite (unique containers)."""
+    tag = uuid.uuid4().hex[:8]
+    settings = load_settings(
+        stages="label_export_trigger", storage_connection_string=azurite.connection_string,
+        exports_container=f"exports-{tag}", quarantine_container=f"quarantine-{tag}",
+        retrain_queue=f"retrain-{tag}", retrain_state_container=f"state-{tag}",
+        class_names="cat,dog", retrain_threshold=3, model_name="m")
+    store = DuckDBStore(threads=1)
+    items = tuple(SelectedItem(f"i{n}", f"file:///items/i{n}.png", 0.0, n) for n in range(8))
+    store.record_selection(Selection("b1", "margin", "m", "1", datetime(2026, 3, 1, tzinfo=UTC), items))
+    wiring.use(wiring.build_intake(settings, store=store))
+    functions = {f.get_function_name(): f.get_user_function() for f in build_app(settings).get_functions()}
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+    queue = build_queue_client(settings.retrain_queue, connection_string=azurite.connection_string)
+    yield functions, settings, blobs, queue, store
+    wiring.use(None)
+    store.close()
+
+
+def url(item_id: str) -> str:
+    return datastore_url("workspaceblobstore", "labeling-input/" + labeling_name("b1", item_id, ".png"))
+
+
+def deliver(functions, blobs: BlobServiceClient, container: str, name: str, data: bytes) -> None:
+    """Upload the export, then call the trigger the way the host does (an InputStream of it)."""
+    client = blobs.get_container_client(container)
+    if not client.exists():
+        client.create_container()
+    client.upload_blob(name, data, overwrite=True)
+    stream = func.blob.InputStream(data=data, name=f"{container}/{name}", length=len(data),
+                                   uri=client.get_blob_client(name).url)
+    assert functions["labels_export"](stream) is None  # finishes cleanly: nothing for the host to retry
+
+
+def http(functions, name: str, method: str, body: object | None = None) -> tuple[int, dict]:
+    raw = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = func.HttpRequest(method=method, url=f"/api/labels/{name.split('_')[1]}", headers={}, body=raw)
+    resp = functions[name](req)
+    return resp.status_code, json.loads(resp.get_body())
+
+
+def messages(queue: QueueClient) -> list[RetrainRequest]:
+    return [RetrainRequest.from_json(m.content) for m in queue.receive_messages(messages_per_page=32)]
+
+
+def test_exports_in_each_format_are_recorded_once_and_one_retrain_message_is_queued(app, azurite):
+    functions, settings, blobs, queue, store = app
+    exports = settings.exports_container
+    deliver(functions, blobs, exports, "Labeling/export/csv/a.csv", write_csv_export([(url("i0"), "cat")]))
+    deliver(functions, blobs, exports, "Labeling/export/coco/b.json", write_coco_export([(url("i1"), "dog")]))
+    assert store.count_labels() == 2 and messages(queue) == []
+    jsonl = write_jsonl_export([(azureml_url("workspaceblobstore", "labeling-input/b1/i2.png", subscription="s",
+                                             resource_group="r", workspace="w"), "dog")])
+    deliver(functions, blobs, exports, "Labeling/export/dataset/c/labeleddatapoints_1.jsonl", jsonl)
+    # Idempotency: the same export again, and under a new name, adds nothing and asks nothing.
+    deliver(functions, blobs, exports, "Labeling/export/dataset/c/labeleddatapoints_1.jsonl", jsonl)
+    deliver(functions, blobs, exports, "Labeling/export/dataset/copy.jsonl", jsonl)
+    assert store.count_labels() == 3
+    raw = QueueClient.from_connection_string(azurite.connection_string, settings.retrain_queue)
+    (peeked,) = raw.peek_messages(max_messages=32)
+    assert json.loads(base64.b64decode(peeked.content))["watermark"] == 3  # base64 JSON on the wire
+    (req,) = messages(queue)
+    assert (req.model_name, req.watermark, req.pending) == ("m", 3, 3)
+    assert req.export_id == "Labeling/export/dataset/c/labeleddatapoints_1.jsonl"
+    status, stats = http(functions, "labels_stats", "GET")
+    assert status == 200 and stats["labels_per_class"] == {"cat": 1, "dog": 2} and stats["pending"] == 3
+    assert stats["last_retrain_watermark"] == 3 and stats["quarantined_exports"] == []
+
+
+def test_row_problems_are_reported_next_to_the_export(app):
+    functions, settings, blobs, _, store = app
+    data = write_csv_export([(url("i0"), "cat"), (url("i1"), "bird"), (url("nobody"), "cat")])
+    deliver(functions, blobs, settings.exports_container, "Labeling/export/csv/p.csv", data)
+    assert store.count_labels() == 1
+    report = json.loads(blobs.get_blob_client(settings.exports_container,
+                                              "Labeling/export/csv/p.csv.report.json").download_blob().readall())
+    assert [(p["row"], p["field"]) for p in report["problems"]] == [(2, "Label"), (3, "Url")]
+    assert "never selected" in report["problems"][1]["reason"]
+    # The report lands in the watched container; its own trigger is a no-op.
+    deliver(functions, blobs, settings.exports_container, "Labeling/export/csv/p.csv.report.json",
+            json.dumps(report).encode())
+    assert store.count_labels() == 1
+
+
+def test_an_unparseable_export_is_quarantined_with_its_report_and_replayed_after_a_fix(app):
+    functions, settings, blobs, _, store = app
+    exports, quarantine = settings.exports_container, settings.quarantine_container
+    deliver(functions, blobs, exports, "broken.json", b'{"images": "nope"}')
+    assert not blobs.get_blob_client(exports, "broken.json").exists()
+    assert blobs.get_blob_client(quarantine, "broken.json").download_blob().readall() == b'{"images": "nope"}'
+    report = json.loads(blobs.get_blob_client(quarantine, "broken.json.report.json").download_blob().readall())
+    assert report["status"] == "quarantined" and "not a COCO file" in report["reason"]
+    assert http(functions, "labels_stats", "GET")[1]["quarantined_exports"] == ["broken.json"]
+    # Replay before the fix: still quarantined (422); after: recorded and moved back.
+    assert http(functions, "labels_replay", "POST", {"export": "broken.json"})[0] == 422
+    blobs.get_blob_client(quarantine, "broken.json").upload_blob(
+        write_coco_export([(url("i4"), "cat")]), overwrite=True)
+    status, body = http(functions, "labels_replay", "POST", {"export": "broken.json"})
+    assert (status, body["status"], body["recorded"]) == (200, "recorded", 1)
+    assert store.count_labels() == 1 and blobs.get_blob_client(exports, "broken.json").exists()
+    assert list(blobs.get_container_client(quarantine).list_blob_names()) == []
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    (b"not json", 400, "body"), ({"source": "quarantine"}, 400, "export"),
+    ({"export": "x.csv", "source": "elsewhere"}, 400, "source"), ({"export": "x.csv", "extra": 1}, 400, "extra"),
+    ({"export": "missing.csv"}, 404, None), ({"export": "x.csv.report.json"}, 400, "export"),
+])
+def test_replay_refuses_bad_requests_clearly(app, body, status, field):
+    functions = app[0]
+    got, answer = http(functions, "labels_replay", "POST", body)
+    assert got == status and answer["error"]
+    if field:
+        assert field in [p["field"] for p in answer["problems"]]
+
+
+def _request(watermark: int) -> RetrainRequest:
+    return RetrainRequest("m", watermark, watermark, "e.csv", "0" * 64, "2026-03-01T00:00:00+00:00")
+
+
+def test_racing_senders_queue_one_message_and_a_failed_send_gives_the_watermark_back(azurite, monkeypatch):
+    from shared.adapters.queues import QueueRetrainRequests
+
+    tag = uuid.uuid4().hex[:8]
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+    queue = build_queue_client(f"race-{tag}", connection_string=azurite.connection_string)
+    a, b = (QueueRetrainRequests(queue, blobs.get_container_client(f"race-{tag}")) for _ in range(2))
+    stale_none = b._read("m")  # b read before a wrote: (None, None)
+    assert a.request(_request(5))
+    monkeypatch.setattr(b, "_read", lambda model: stale_none)
+    assert not b.request(_request(5))  # create-only write loses to a's blob
+    stale = a._read("m")
+    assert a.request(_request(9))
+    monkeypatch.setattr(b, "_read", lambda model: stale)
+    assert not b.request(_request(12))  # ETag no longer matches
+    monkeypatch.undo()
+    assert [m.watermark for m in messages(queue)] == [5, 9] and b.last_watermark("m") == 9
+
+    def down(*args, **kwargs):
+        raise ConnectionError("queue unavailable")
+
+    monkeypatch.setattr(queue, "send_message", down)
+    with pytest.raises(ConnectionError):
+        a.request(_request(20))
+    assert a.last_watermark("m") == 9  # the next trigger will ask again
