@@ -50,6 +50,11 @@ PAIR_CAPPED_MARGIN = register(BatchStrategy(
 ))
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
 def distance_weighted_margin(
     proba: np.ndarray,
     embeddings: np.ndarray,
@@ -61,7 +66,8 @@ def distance_weighted_margin(
     greedy: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pick by ``(1 - margin) * d ** gamma``, where d is the cosine distance from an item to the
-    nearest labeled item (embeddings are L2-normalised, so cosine similarity is a dot product).
+    nearest labeled item (rows are L2-normalised first: the default features already are, a user's
+    own vectors may not be).
 
     Items the model is unsure about *and* unlike anything labeled come first: an inherently
     ambiguous item (0/O, l/I) sits next to labeled look-alikes, so its weight falls once a few of
@@ -72,9 +78,9 @@ def distance_weighted_margin(
     n = len(proba)
     k = min(k, n)
     uncertainty_ = 1.0 - uncertainty.margin(proba)
-    emb = np.asarray(embeddings, dtype=np.float64)
+    emb = _unit_rows(np.asarray(embeddings, dtype=np.float64))
     ref = np.asarray(labeled_embeddings, dtype=np.float64)
-    ref = ref[~np.isnan(ref).any(axis=1)] if ref.size else ref.reshape(0, emb.shape[1])
+    ref = _unit_rows(ref[~np.isnan(ref).any(axis=1)]) if ref.size else ref.reshape(0, emb.shape[1])
     d = np.ones(n) if len(ref) == 0 else np.clip(1.0 - (emb @ ref.T).max(axis=1), 0.0, 2.0)
     tiebreak = np.argsort(np.argsort(np.asarray(item_ids, dtype=str), kind="stable"), kind="stable")
     if not greedy:

@@ -77,7 +77,8 @@ def summarise(cs: dict[str, Curve], default: str, baseline: str = "random") -> d
             entry["labels_to_random_final_interpolated"] = round(interp, 1) if interp is not None else None
         if base is not None:
             gap = (c.mean - base.mean) * 100
-            entry["gain_over_random_points"] = round(float(gap.mean()), 3)
+            # Round 0 is the same initial model for every strategy: the gain is over the selection rounds.
+            entry["gain_over_random_points"] = round(float(gap[1:].mean() if len(gap) > 1 else 0.0), 3)
             entry["min_gap_from_round_3_points"] = round(float(gap[3:].min()), 3) if len(gap) > 3 else None
         strategies[name] = entry
     return {"default_strategy": default, "baseline": baseline if base else None, "strategies": strategies}

@@ -1,0 +1,57 @@
+import numpy as np
+
+from shared.core.batch import distance_weighted_margin, pair_capped_margin
+from shared.core.uncertainty import margin
+
+
+def unit(v):
+    v = np.asarray(v, dtype=float)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_without_labeled_items_it_is_margin_order_with_id_ties():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), size=30)
+    p[5] = p[7]  # an exact tie: the smaller item id first
+    ids = np.array([f"i{n:02d}" for n in range(30)])
+    emb = np.eye(30)  # orthogonal: picking one does not change the others' distance
+    idx, _ = distance_weighted_margin(p, emb, np.zeros((0, 30)), ids, 10)
+    assert idx.tolist() == np.lexsort((ids, margin(p)))[:10].tolist()
+
+
+def test_an_item_next_to_a_labeled_look_alike_loses_to_a_novel_one():
+    p = np.array([[0.5, 0.5], [0.6, 0.4]])  # item 0 is the more uncertain
+    emb = unit([[1.0, 0.0], [0.0, 1.0]])
+    labeled = unit([[1.0, 0.01]])  # item 0 has a labeled near-twin
+    idx, scores = distance_weighted_margin(p, emb, labeled, np.array(["a", "b"]), 1)
+    assert idx.tolist() == [1] and scores[0] > 0
+
+
+def test_greedy_batches_do_not_pile_onto_duplicates():
+    p = np.array([[0.5, 0.5], [0.5, 0.5], [0.7, 0.3]])
+    emb = unit([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # items 0 and 1 are the same picture
+    ids = np.array(["a", "b", "c"])
+    greedy, _ = distance_weighted_margin(p, emb, np.zeros((0, 2)), ids, 2)
+    plain, _ = distance_weighted_margin(p, emb, np.zeros((0, 2)), ids, 2, greedy=False)
+    assert greedy.tolist() == [0, 2] and plain.tolist() == [0, 1]
+
+
+def test_scale_of_the_embeddings_does_not_matter_and_nan_rows_are_ignored():
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(5), size=50)
+    emb = rng.normal(size=(50, 8))
+    labeled = rng.normal(size=(12, 8))
+    ids = np.array([f"x{n}" for n in range(50)])
+    a, _ = distance_weighted_margin(p, emb, labeled, ids, 15)
+    b, _ = distance_weighted_margin(p, emb * 7.5, np.vstack([labeled * 0.1, np.full((1, 8), np.nan)]), ids, 15)
+    assert a.tolist() == b.tolist()
+    assert len(set(a.tolist())) == 15
+
+
+def test_pair_cap_spreads_the_batch_over_confusions():
+    # six items confused between classes 0 and 1, two between 2 and 3
+    p = np.array([[0.5, 0.5, 0, 0]] * 6 + [[0, 0, 0.45, 0.55]] * 2, dtype=float)
+    ids = np.array([f"i{n}" for n in range(8)])
+    idx = pair_capped_margin(p, ids, 4, cap=2)
+    assert sorted(idx.tolist()) == [0, 1, 6, 7]
+    assert len(pair_capped_margin(p, ids, 8, cap=2)) == 8  # overflow fills the batch
