@@ -229,7 +229,7 @@ class DuckDBStore:
         with self._cursor() as con:
             con.execute("UPDATE selections SET handed_off = TRUE WHERE batch_id = ?", [batch_id])
 
-    def _with_ids(self, item_ids: Sequence[str], query: str) -> list[tuple]:  # type: ignore[type-arg]
+    def _with_ids(self, item_ids: Sequence[str], query: str) -> list[tuple]:
         """Run ``query`` against a registered one-column relation ``ids(item_id)`` (a semi-join
         stays linear where ``list_contains`` over a parameter list grows with rows x ids)."""
         ids = pa.table({"item_id": pa.array(list(item_ids), pa.string())})

@@ -115,7 +115,7 @@ def _orientation_votes(img: np.ndarray) -> np.ndarray:
     frac = (pos - lo).astype(np.float32)
     lo_bin = lo.astype(np.int64) % _N_BINS
     hi_bin = (lo_bin + 1) % _N_BINS
-    votes = np.zeros(img.shape + (_N_BINS,), dtype=np.float32)
+    votes = np.zeros((*img.shape, _N_BINS), dtype=np.float32)
     np.put_along_axis(votes, lo_bin[..., None], (mag * (1.0 - frac))[..., None], axis=-1)
     hi_part = np.take_along_axis(votes, hi_bin[..., None], axis=-1) + (mag * frac)[..., None]
     np.put_along_axis(votes, hi_bin[..., None], hi_part, axis=-1)
@@ -150,7 +150,7 @@ def _features_chunk(images: np.ndarray) -> np.ndarray:
     img = _resize(_to_gray(images))
     votes = _orientation_votes(img)
     groups = [_hog(votes, cell) for cell in _HOG_CELLS] + [_pixel_block(img)]
-    weighted = [w * _l2(g) for w, g in zip(_GROUP_WEIGHTS, groups)]
+    weighted = [w * _l2(g) for w, g in zip(_GROUP_WEIGHTS, groups, strict=True)]
     return _l2(np.concatenate(weighted, axis=1)).astype(np.float32)
 
 

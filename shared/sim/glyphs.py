@@ -106,10 +106,10 @@ def _render_char(font: FT2Font, char: str, canvas: int) -> np.ndarray | None:
     em = _EM_FRACTION * canvas
     baseline_row = canvas / 2.0 + (_ASCENT_EM - _DESCENT_EM) / 2.0 * em
     glyph_baseline = glyph.shape[0] - font.get_descent() / 64.0
-    top = int(round(baseline_row - glyph_baseline))
+    top = round(baseline_row - glyph_baseline)
     cols = np.flatnonzero(glyph.max(axis=0) > 0)
     glyph = glyph[:, cols[0] : cols[-1] + 1]
-    left = int(round((canvas - glyph.shape[1]) / 2.0))
+    left = round((canvas - glyph.shape[1]) / 2.0)
     out = np.zeros((canvas, canvas), dtype=np.float32)
     _paste(out, glyph, top, left)
     return out
