@@ -1,4 +1,7 @@
-"""`make bench`: python -m bench [selection|efficiency|all] [--sizes 1000000,10000000]"""
+"""`make bench`: python -m bench [all|efficiency|selection|collector|labels] [--sizes 1000000,10000000]
+
+Prints the figures the performance targets are judged by and writes runs/bench/figures-<which>.json.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +10,35 @@ import json
 import os
 from pathlib import Path
 
+PARTS = ("efficiency", "selection", "collector", "labels")
+
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("which", nargs="?", default="all", choices=("all", "selection", "efficiency"))
+    p.add_argument("which", nargs="?", default="all", choices=("all", *PARTS))
     p.add_argument("--sizes", default="1000000,10000000", help="prediction counts for the selection bench")
     args = p.parse_args()
+    todo = PARTS if args.which == "all" else (args.which,)
     figures: dict[str, object] = {}
-    if args.which in ("all", "efficiency"):
+    if "efficiency" in todo:
         from bench import label_efficiency
 
         figures["label_efficiency"] = label_efficiency.main()
-    if args.which in ("all", "selection"):
+    if "collector" in todo:
+        from bench import collector
+
+        figures["collector"] = collector.main()
+    if "labels" in todo:
+        from bench import label_export
+
+        figures["label_export"] = label_export.main()
+    if "selection" in todo:
         from bench import selection_scale
 
         figures["selection"] = selection_scale.main(tuple(int(s) for s in args.sizes.split(",")))
     out = Path("runs/bench")
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"figures-{args.which}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (out / f"figures-{args.which}.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
     print(f"figures written to {out / f'figures-{args.which}.json'} ({os.cpu_count()} cores)")
 
 
