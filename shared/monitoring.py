@@ -14,7 +14,6 @@ Standard library HTTP only, so the scoring image needs no extra dependency.
 from __future__ import annotations
 
 import atexit
-import email.utils
 import json
 import logging
 import threading
@@ -24,11 +23,12 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_any
 from tenacity.stop import stop_base
+
+from shared.core.retry_after import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +83,7 @@ def http_transport(url: str, *, key: str | None = None, timeout: float = 10.0) -
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return retry_after_seconds(value, time.time())
 
 
 class _PastDeadline(stop_base):

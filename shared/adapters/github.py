@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 
+from shared.core.retry_after import retry_after_seconds
 from shared.errors import ActiveLearningError, InvalidInputError, NotFoundError, Problem
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class GitHubClient:
     def _retry_wait(self, resp: requests.Response, attempt: int) -> float | None:
         """Seconds to wait before retrying, or None when retrying cannot help."""
         status = resp.status_code
-        retry_after = _retry_after(resp.headers.get("Retry-After"), self._clock())
+        retry_after = retry_after_seconds(resp.headers.get("Retry-After"), self._clock())
         if status in _RETRY_STATUS:
             return retry_after if retry_after is not None else self._backoff * 2**attempt
         if status not in (403, 429):
@@ -280,15 +280,3 @@ def _problems(resp: requests.Response) -> list[Problem]:
     return out
 
 
-def _retry_after(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds: either a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
