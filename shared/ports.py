@@ -53,8 +53,10 @@ class PredictionStore(Protocol):
         """A ranked strategy's top ``k`` candidates, computed by the backend's own query language."""
         ...
 
-    def candidates(self, flt: CandidateFilter) -> CandidateSet:
-        """All candidates with their probabilities (and embeddings), for batch-aware strategies."""
+    def candidates(self, flt: CandidateFilter, limit: int | None = None) -> CandidateSet:
+        """Candidates with their probabilities (and embeddings), for batch-aware strategies: all of
+        them, or the ``limit`` most uncertain by margin (ties by item id) — a shortlist that keeps a
+        selection over millions of stored predictions bounded in memory."""
         ...
 
     def labeled_set(self, model_name: str, model_version: str) -> LabeledSet: ...

@@ -69,7 +69,8 @@ class AdxSelectionStore:
         rows = self._rows(kql.top_k_name(strategy), values)
         return [Ranked(str(r["ItemId"]), float(r["Score"]), str(r["ItemUri"])) for r in rows]
 
-    def candidates(self, flt: CandidateFilter) -> CandidateSet:
+    def candidates(self, flt: CandidateFilter, limit: int | None = None) -> CandidateSet:
+        """All candidates; ``limit`` is not applied in KQL yet (the selection window bounds them)."""
         rows = self._rows("candidates", kql.filter_values(flt))
         ids = np.asarray([str(r["ItemId"]) for r in rows], dtype=str)
         uris = np.asarray([str(r["ItemUri"]) for r in rows], dtype=str)

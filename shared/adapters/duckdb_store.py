@@ -139,9 +139,13 @@ class DuckDBStore:
             rows = con.execute(sql.top_k_query(strategy), params).fetchall()
         return [Ranked(str(i), float(s), str(u)) for i, s, u in rows]
 
-    def candidates(self, flt: CandidateFilter) -> CandidateSet:
+    def candidates(self, flt: CandidateFilter, limit: int | None = None) -> CandidateSet:
+        params = self._filter_params(flt)
+        query = sql.CANDIDATES_QUERY
+        if limit is not None:
+            query, params = sql.SHORTLIST_QUERY, params | {"limit": int(limit)}
         with self._cursor() as con:
-            table = con.sql(sql.CANDIDATES_QUERY, params=self._filter_params(flt)).to_arrow_table()
+            table = con.sql(query, params=params).to_arrow_table()
         n = table.num_rows
         ids = np.asarray(table.column("item_id").to_pylist(), dtype=str)
         uris = np.asarray(table.column("item_uri").to_pylist(), dtype=str)

@@ -139,3 +139,11 @@ SELECT c.item_id, c.item_uri, p.probabilities, p.embedding
 FROM candidates c JOIN predictions p ON p.prediction_id = c.prediction_id
 ORDER BY c.item_id
 """
+
+# The ``$limit`` most uncertain candidates by margin, the shortlist a batch-aware strategy picks from.
+SHORTLIST_QUERY = _CANDIDATES + """
+, shortlist AS (SELECT * FROM candidates ORDER BY margin ASC, item_id ASC LIMIT $limit)
+SELECT c.item_id, c.item_uri, p.probabilities, p.embedding
+FROM shortlist c JOIN predictions p ON p.prediction_id = c.prediction_id
+ORDER BY c.item_id
+"""

@@ -25,6 +25,14 @@ class BatchStrategy:
     pick: BatchPicker
     needs_embeddings: bool
     description: str
+    # Pick from the most uncertain ``max(shortlist_per_item * k, shortlist_min)`` candidates by
+    # margin, not from all of them: bounded memory over millions of predictions, and no change
+    # where the pool is smaller (1,000 scored items per round in the simulation).
+    shortlist_per_item: int = 50
+    shortlist_min: int = 5000
+
+    def shortlist(self, k: int) -> int:
+        return max(self.shortlist_per_item * k, self.shortlist_min)
 
 
 BATCH_STRATEGIES: dict[str, BatchStrategy] = {}

@@ -179,7 +179,7 @@ class SelectService:
     def _batch_aware(self, flt: CandidateFilter, strategy: str, k: int, version: str,
                      now: datetime) -> tuple[tuple[SelectedItem, ...], float | None]:
         spec = strategies.BATCH_STRATEGIES[strategy]
-        cands = self._store.candidates(flt)
+        cands = self._store.candidates(flt, limit=spec.shortlist(k))
         if len(cands) == 0:
             return (), None
         labeled = self._store.labeled_set(self._model_name, version)

@@ -90,3 +90,12 @@ def test_window_and_version_exclude_rows(setup):
     want = {r.item_id for r in reference_top_k(table, narrow, excluded, "entropy", 10_000)}
     assert got == want and got
     assert store.top_k(CandidateFilter("m", "v9", T0 - 99 * HOUR, T0 + 99 * HOUR), "margin", 5) == []
+
+
+@pytest.mark.parametrize("limit", [1, 9, 40, 10_000])
+def test_the_shortlist_is_the_most_uncertain_by_margin(setup, limit):
+    store, table, flt, excluded = setup
+    got = store.candidates(flt, limit=limit)
+    want = reference_top_k(table, flt, excluded, "margin", limit)
+    assert got.item_ids.tolist() == sorted(r.item_id for r in want)
+    assert len(got) == min(limit, len(store.candidates(flt)))
