@@ -94,7 +94,9 @@ service = SelectService(store, objects, model_name="m", strategy=strategy, batch
                         window=timedelta(days=3650), seed=1)
 runs = []
 for _ in range(3):
-    t0 = time.perf_counter(); result = service.run(now=datetime(2026, 6, 1, tzinfo=UTC)); runs.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    result = service.run(now=datetime(2026, 6, 1, tzinfo=UTC))
+    runs.append(time.perf_counter() - t0)
     assert result.selection is not None and len(result.selection.items) == 100, result.reason
 copied = len(objects.list("labeling-input"))
 assert copied == 300, copied
