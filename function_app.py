@@ -12,6 +12,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from shared.settings import Settings, get_settings
+from shared.telemetry import configure_telemetry
 
 
 def build_app(settings: Settings) -> df.DFApp:
@@ -23,4 +24,5 @@ def build_app(settings: Settings) -> df.DFApp:
     return function_app
 
 
+configure_telemetry()  # OpenTelemetry to Application Insights; a no-op without its connection string
 app = build_app(get_settings())

@@ -22,7 +22,8 @@ STAGES = ("scoring_collector", "selector_timer", "label_export_trigger", "github
 class Settings(BaseSettings):
     """The product's configuration. Field ``x`` is read from ``AL_X``."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+    # An empty variable means "not set" for optional settings (app settings cannot be null).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore", env_parse_none_str="")
 
     backend: Literal["embedded", "azure"] = "embedded"
     data_dir: Path = Path("data")

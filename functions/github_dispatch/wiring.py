@@ -68,7 +68,7 @@ def _store_and_objects(settings: Settings):  # type: ignore[no-untyped-def]
     from shared.adapters.local_objects import LocalFolderObjectStore
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = DuckDBStore(settings.data_dir / "store.duckdb")
+    store = DuckDBStore(settings.data_dir / "loop.duckdb")
     if settings.storage_connection_string or settings.storage_account_url:
         from azure.storage.blob import BlobServiceClient
 
