@@ -22,8 +22,7 @@ STAGES = ("scoring_collector", "selector_timer", "label_export_trigger", "github
 class Settings(BaseSettings):
     """The product's configuration. Field ``x`` is read from ``AL_X``."""
 
-    # An empty variable means "not set" for optional settings (app settings cannot be null).
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore", env_parse_none_str="")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     backend: Literal["embedded", "azure"] = "embedded"
     data_dir: Path = Path("data")
@@ -123,6 +122,12 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; known: all, {', '.join(STAGES)}")
         return ",".join(names)
+
+    @field_validator("labels_per_day", "labels_total", "stop_uncertainty_below", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty app setting means "no limit" (app settings cannot be null)."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def stage_names(self) -> tuple[str, ...]:
