@@ -33,6 +33,23 @@ if (tables.length === 0) {
 const database = new S.DatabaseSymbol.$ctor1("al", tables, false);
 const globals = K.GlobalState.Default.WithDatabase(database);
 
+// The parser accepts a control command it does not know (`.frobnicate table T`) as an UnknownCommand
+// node without any diagnostic; report those (and BadCommand nodes) so a typo in a verb fails too.
+const COMMAND_NODES = { UnknownCommand: "unknown control command", BadCommand: "malformed control command" };
+
+function commandDiagnostics(code) {
+  const out = [];
+  K.Syntax.SyntaxElement.WalkNodes(code.Syntax, function (node) {
+    const kind = node.constructor.$$name.split(".").pop();
+    if (Object.prototype.hasOwnProperty.call(COMMAND_NODES, kind)) {
+      const text = node.ToString(K.Syntax.IncludeTrivia.Minimal).trim().split(/\s+/).slice(0, 3).join(" ");
+      out.push({ severity: "Error", code: `AL-${kind}`, message: `${COMMAND_NODES[kind]}: ${text}`,
+                 start: node.TextStart, length: node.Width });
+    }
+  });
+  return out;
+}
+
 function analyze(query) {
   const code = K.KustoCode.ParseAndAnalyze(query, globals);
   const out = [];
@@ -41,7 +58,7 @@ function analyze(query) {
     const d = diagnostics.getItem(i);
     out.push({ severity: String(d.Severity), code: d.Code, message: d.Message, start: d.Start, length: d.Length });
   }
-  return out;
+  return out.concat(commandDiagnostics(code));
 }
 
 process.stdout.write(JSON.stringify({ ready: true, tables: tables.map((t) => t.Name) }) + "\n");

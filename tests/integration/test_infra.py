@@ -1,0 +1,484 @@
+"""infra/ against the code: no Bicep compiler runs here, so these tests read the .bicep text.
+
+What the code reads (``shared/settings.py`` fields as ``AL_<FIELD>``, the blueprints' ``%AL_...%``
+binding expressions and ``connection="AL_..."`` names) must be in the app settings of the apps that
+need it and in ``local.settings.json.example``; every ``AL_`` app setting in the Bicep must be read;
+every container and queue the code names must be created; every ADX script must be applied; every
+client the code builds must have its role; no key or secret-bearing connection string may appear.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.errors import ConfigurationError
+from shared.settings import STAGES, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+MAIN = INFRA / "main.bicep"
+MODULES = INFRA / "modules"
+FIELDS = set(Settings.model_fields)
+
+# Read by the code but never an Azure app setting: a connection string carries the account key, so it
+# is for Azurite only (local.settings.json); in Azure the apps use AL_STORAGE_ACCOUNT_URL + identity.
+LOCAL_ONLY = {"AL_STORAGE_CONNECTION_STRING"}
+
+
+# -- reading the Bicep text ---------------------------------------------------------------------------
+
+def _balanced(text: str, start: int) -> str:
+    """The expression starting at ``start`` up to the end of its line once brackets are balanced."""
+    depth, i = 0, start
+    in_str = False
+    while i < len(text):
+        ch = text[i]
+        if ch == "'" and not (i + 1 < len(text) and text[i - 1] == "\\"):
+            in_str = not in_str
+        elif not in_str:
+            if ch in "({[":
+                depth += 1
+            elif ch in ")}]":
+                depth -= 1
+            elif ch == "\n" and depth == 0:
+                return text[start:i]
+        i += 1
+    return text[start:]
+
+
+def _strip_comments(text: str) -> str:
+    """Drop ``//`` comments (a ``//`` after an even number of quotes on its line is not in a string)."""
+    lines = []
+    for line in text.splitlines():
+        for m in re.finditer(r"//", line):
+            if line[:m.start()].count("'") % 2 == 0:
+                line = line[:m.start()].rstrip()
+                break
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@cache
+def main_text() -> str:
+    return _strip_comments(MAIN.read_text())
+
+
+def var_expr(name: str, text: str | None = None) -> str:
+    text = text or main_text()
+    m = re.search(rf"(?m)^var {name} = ", text)
+    assert m, f"var {name} not found in main.bicep"
+    return _balanced(text, m.end())
+
+
+def object_values(expr: str) -> dict[str, str]:
+    """``{ key: value ... }`` (one entry per line) -> {key: raw value text}."""
+    return {k: v.strip() for k, v in re.findall(r"(?m)^\s*(\w+)\s*:\s*(.+?)\s*$", expr)}
+
+
+def setting_keys(expr: str) -> set[str]:
+    return set(re.findall(r"(?<![\w'])(AL_[A-Za-z0-9_]+)\s*:", expr))
+
+
+def app_settings_of(stage: str) -> dict[str, str]:
+    """Every AL_ app setting of the app hosting ``stage``: {name: raw Bicep value}."""
+    stage_var = object_values(var_expr("stageSettings"))[stage]
+    call = re.search(r"appSettings:\s*(union\(.+\))", main_text())
+    assert call, "the function app module call passes no appSettings"
+    names = re.findall(r"\b(\w+Settings)\b", call.group(1))
+    assert "stageSettings" in names
+    found: dict[str, str] = {}
+    pending = [n if n != "stageSettings" else stage_var for n in names]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        expr = var_expr(name)
+        found.update({k: v for k, v in _settings_in(expr).items()})
+        pending += [n for n in re.findall(r"\b(\w+Settings)\b", expr) if n != name]
+    found.update(_settings_in(call.group(1)))
+    if "AL_STAGES" in found:
+        found["AL_STAGES"] = f"'{stage}'"
+    return found
+
+
+def _settings_in(expr: str) -> dict[str, str]:
+    """``AL_X: value`` pairs, one per line or inside an inline ``{ AL_X: value }``."""
+    out = {}
+    for m in re.finditer(r"(?<![\w'])(AL_[A-Za-z0-9_]+)\s*:\s*([^\n]*)", expr):
+        out[m.group(1)] = m.group(2).split(" }")[0].rstrip(" ,)").strip() if " }" in m.group(2) \
+            else m.group(2).strip()
+    return out
+
+
+@cache
+def params() -> dict[str, str]:
+    """param name -> default value text ('' when none)."""
+    out = {}
+    for m in re.finditer(r"(?m)^param (\w+) \w+(?: = (.+))?$", main_text()):
+        out[m.group(1)] = (m.group(2) or "").strip()
+    return out
+
+
+def literal(value: str) -> str | None:
+    """A Bicep value as the string the app would see, when it is a literal or a parameter default."""
+    value = value.strip()
+    if re.fullmatch(r"'[^']*'", value):
+        return value[1:-1]
+    m = re.fullmatch(r"(?:string\()?(\w+)\)?", value)
+    if m and m.group(1) in params():
+        default = params()[m.group(1)]
+        if re.fullmatch(r"'[^']*'", default):
+            return default[1:-1]
+        if re.fullmatch(r"-?\d+|true|false", default):
+            return default
+    m = re.fullmatch(r"containerNames\.(\w+)|queueNames\.(\w+)", value)
+    if m:
+        table = object_values(var_expr("containerNames" if m.group(1) else "queueNames"))
+        raw = table[m.group(1) or m.group(2)]
+        return raw.strip("'")
+    return None
+
+
+# -- what the code reads ------------------------------------------------------------------------------
+
+def blueprint(stage: str) -> str:
+    return (ROOT / "functions" / stage / "blueprint.py").read_text()
+
+
+def binding_settings(stage: str) -> set[str]:
+    text = blueprint(stage)
+    return set(re.findall(r"%(AL_\w+)%", text)) | set(re.findall(r'connection="(AL_\w+)"', text))
+
+
+def needed_by(stage: str) -> set[str]:
+    """AL_ settings the stage's code reads: Settings fields used in functions/<stage>/, its bindings,
+    and AL_STAGES (function_app.py)."""
+    used = {"stages"}
+    for path in (ROOT / "functions" / stage).glob("*.py"):
+        text = path.read_text()
+        used |= {w for w in re.findall(r"\.(\w+)\b", text) if w in FIELDS}
+        used |= {w for w in re.findall(r'"(\w+)"', text) if w in FIELDS}
+    return {f"AL_{f.upper()}" for f in used} | binding_settings(stage)
+
+
+def connections() -> set[str]:
+    return {c for s in STAGES for c in re.findall(r'connection="(AL_\w+)"', blueprint(s))}
+
+
+def read_by_code(name: str) -> bool:
+    base = name.split("__", 1)[0]
+    return (name == base and base.removeprefix("AL_").lower() in FIELDS) or base in connections()
+
+
+def test_the_derivation_sees_what_each_stage_reads():
+    """Guard the regexes above: known reads of each stage are found."""
+    assert {"AL_ADX_CLUSTER_URI", "AL_LANDING_CONTAINER", "AL_MAX_BODY_BYTES"} <= needed_by("scoring_collector")
+    assert {"AL_SELECTION_SCHEDULE", "AL_STRATEGY", "AL_LABELING_CONTAINER"} <= needed_by("selector_timer")
+    assert {"AL_STORAGE", "AL_EXPORTS_CONTAINER", "AL_EXPORTS_PREFIX"} <= needed_by("label_export_trigger")
+    assert {"AL_STORAGE", "AL_RETRAIN_QUEUE", "AL_GITHUB_TOKEN"} <= needed_by("github_dispatch")
+    assert set(app_settings_of("selector_timer")) >= {"AL_SELECTION_SCHEDULE", "AL_ADX_CLUSTER_URI", "AL_BACKEND"}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_app_has_every_setting_its_stage_reads(stage):
+    settings = app_settings_of(stage)
+    missing = []
+    for name in sorted(needed_by(stage) - LOCAL_ONLY):
+        if name in connections():
+            # identity-based connection: <name>__<service>ServiceUri + credential + client id
+            services = {"blob", "queue"} if "blob_trigger" in blueprint(stage) else {"queue"}
+            wanted = {f"{name}__{s}ServiceUri" for s in services} | {f"{name}__credential", f"{name}__clientId"}
+            missing += sorted(wanted - set(settings))
+        elif name not in settings:
+            missing.append(name)
+    assert not missing, f"{stage}: app settings missing from infra/main.bicep: {missing}"
+    assert settings["AL_STAGES"] == f"'{stage}'"
+    assert literal(settings["AL_BACKEND"]) == "azure"
+
+
+def test_every_al_app_setting_in_the_bicep_is_read_by_the_code():
+    for stage in STAGES:
+        unread = sorted(n for n in app_settings_of(stage) if not read_by_code(n))
+        assert not unread, f"{stage}: app settings no code reads: {unread}"
+    every = setting_keys(MAIN.read_text()) | {k for p in MODULES.glob("*.bicep") for k in setting_keys(p.read_text())}
+    assert not sorted(n for n in every if not read_by_code(n))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_literal_app_setting_values_pass_the_settings_validation(stage, monkeypatch):
+    """The values the Bicep gives (literals and parameter defaults) start the app: Settings accepts them."""
+    for var in [v for v in os.environ if v.startswith("AL_")]:
+        monkeypatch.delenv(var)
+    checked = 0
+    for name, raw in app_settings_of(stage).items():
+        value = literal(raw)
+        if name in conditional_settings():
+            continue  # set only when its parameter is (test below)
+        if value is not None and "__" not in name and name.removeprefix("AL_").lower() in FIELDS:
+            monkeypatch.setenv(name, value)
+            checked += 1
+    assert checked >= 3
+    settings = load_settings()
+    assert settings.stage_names == (stage,)
+
+
+def conditional_settings() -> dict[str, str]:
+    """Settings present only when a parameter is set: ``<guard> ? { AL_X: <param> } : {}``."""
+    pattern = r"(\w+ > 0|!empty\(\w+\)|[^\s,(]+)\s*\?\s*\{\s*(AL_\w+):"
+    return {m.group(2): m.group(1) for m in re.finditer(pattern, main_text())}
+
+
+def test_optional_settings_are_left_out_unless_their_parameter_is_set():
+    """AL_LABELS_PER_DAY & co. have no default value an app setting could carry ('' and 0 are invalid)."""
+    guards = conditional_settings()
+    assert set(guards) == {"AL_LABELS_PER_DAY", "AL_LABELS_TOTAL", "AL_STOP_UNCERTAINTY_BELOW"}
+    for name, guard in guards.items():
+        param = re.sub(r"^!empty\((\w+)\)$|^(\w+) > 0$", lambda m: m.group(1) or m.group(2), guard)
+        assert param in params() and param in app_settings_of("selector_timer")[name], (name, guard)
+        default = params()[param]
+        assert guard.strip() in (f"{param} > 0", f"!empty({param})"), guard
+        assert default in ("0", "''"), (param, default)
+        field = Settings.model_fields[name.removeprefix("AL_").lower()]
+        assert field.default is None  # unset in the app == the code's default
+
+
+def test_the_value_check_rejects_a_bad_value(monkeypatch):
+    monkeypatch.setenv("AL_BATCH_SIZE", "0")
+    with pytest.raises(ConfigurationError, match="AL_BATCH_SIZE"):
+        load_settings()
+
+
+def test_the_github_token_is_a_key_vault_reference_resolved_with_the_user_assigned_identity():
+    token = app_settings_of("github_dispatch")["AL_GITHUB_TOKEN"]
+    assert token.startswith("'@Microsoft.KeyVault(SecretUri=${keyVault.outputs.githubTokenSecretUri})'")
+    assert re.search(r"keyVaultReferenceIdentity:\s*identityId", (MODULES / "functionapp.bicep").read_text())
+    kv = (MODULES / "keyvault.bicep").read_text()
+    assert re.search(r"@secure\(\)\s*\n(?:@description\([^\n]*\)\s*\n)?param githubToken string", kv)
+    assert "enableRbacAuthorization: true" in kv
+
+
+# -- no keys, no secret-bearing connection strings ----------------------------------------------------
+
+def all_bicep() -> dict[str, str]:
+    return {p.name: p.read_text() for p in [MAIN, *sorted(MODULES.glob("*.bicep"))]}
+
+
+def test_no_storage_key_or_secret_connection_string_anywhere_in_the_bicep():
+    for name, text in all_bicep().items():
+        code = _strip_comments(text)
+        for bad in ("listKeys(", "listKey(", "AccountKey=", "SharedAccessSignature", "primaryKey",
+                    "listConnectionStrings", "AzureWebJobsStorage:", "AL_STORAGE:", "AL_STORAGE_CONNECTION_STRING"):
+            assert bad not in code, f"{name}: {bad}"
+    storage = (MODULES / "storage.bicep").read_text()
+    assert "allowSharedKeyAccess: false" in storage
+    app = (MODULES / "functionapp.bicep").read_text()
+    for key in ("AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId"):
+        assert re.search(rf"\b{key}:", app), key
+    assert "type: 'UserAssignedIdentity'" in app  # the deployment package container
+    appi = (MODULES / "appinsights.bicep").read_text()
+    assert "DisableLocalAuth: true" in appi  # its connection string then grants nothing
+
+
+def test_no_secret_parameter_is_written_in_clear_to_an_output_or_setting():
+    main = main_text()
+    secure = re.findall(r"@secure\(\)\s*(?:@description\([^\n]*\)\s*)?param (\w+)", MAIN.read_text())
+    assert secure == ["githubToken"]
+    for name in re.findall(r"@secure\(\)\s*(?:@description\([^\n]*\)\s*)?param (\w+)", MAIN.read_text()):
+        uses = [line for line in main.splitlines() if re.search(rf"\b{name}\b", line) and "param " not in line]
+        assert all(re.fullmatch(rf"\s*{name}: {name}", u) for u in uses), uses  # only passed to the vault module
+        assert not re.search(rf"(?m)^output .*\b{name}\b", main)
+
+
+# -- containers and queues ----------------------------------------------------------------------------
+
+def code_containers_and_queues() -> tuple[set[str], set[str]]:
+    containers, queues = set(), set()
+    for name, field in Settings.model_fields.items():
+        if name.endswith("_container"):
+            containers.add(field.default)
+        elif name.endswith("_queue"):
+            queues.add(field.default)
+    for path in [*(ROOT / "shared").rglob("*.py"), *(ROOT / "functions").rglob("*.py")]:
+        for const, value in re.findall(r'(?m)^(\w*(?:CONTAINER|QUEUE)\w*)\s*(?::\s*\w+\s*)?=\s*"([a-z0-9-]+)"',
+                                       path.read_text()):
+            (queues if "QUEUE" in const else containers).add(value)
+    return containers, queues
+
+
+def test_every_container_and_queue_the_code_names_is_created():
+    containers, queues = code_containers_and_queues()
+    assert {"items", "landing", "labeling-input", "exports", "exports-quarantine", "models"} <= containers
+    assert "retrain-requests" in queues
+    created_containers = {v.strip("'") for v in object_values(var_expr("containerNames")).values()}
+    created_queues = {v.strip("'") for v in object_values(var_expr("queueNames")).values()}
+    assert containers <= created_containers, sorted(containers - created_containers)
+    assert queues <= created_queues, sorted(queues - created_queues)
+    storage_call = _balanced(main_text(), main_text().index("module storage "))
+    assert "map(items(containerNames)" in storage_call and "map(items(queueNames)" in storage_call
+    storage = (MODULES / "storage.bicep").read_text()
+    assert re.search(r"containers@[\d-]+' = \[for c in containers:", storage)
+    assert re.search(r"queues@[\d-]+' = \[for q in queues:", storage)
+
+
+def test_every_flex_app_has_its_deployment_container():
+    assert "var deploymentContainers = [for app in apps: 'deploy-${app.service}']" in main_text()
+    assert "deploymentContainerName: deploymentContainers[i]" in main_text()
+
+
+# -- Azure Data Explorer --------------------------------------------------------------------------------
+
+def test_every_adx_script_is_applied_in_order_by_a_database_script_resource(kusto):
+    adx = (MODULES / "adx.bicep").read_text()
+    files = sorted(p.name for p in (INFRA / "adx").glob("*.kql"))
+    scripts = re.findall(r"(?s)resource (\w+) 'Microsoft\.Kusto/clusters/databases/scripts@[\d-]+' = \{(.*?)\n\}", adx)
+    applied = [re.search(r"scriptContent: loadTextContent\('\.\./adx/([^']+)'\)", body).group(1) for _, body in scripts]
+    assert applied == files, "each infra/adx file, once, in file order"
+    for (_, body), (previous, _) in zip(scripts[1:], scripts, strict=False):
+        assert re.search(rf"dependsOn: \[{previous}\]", body), "scripts run one after the other"
+        assert "forceUpdateTag: uniqueString(loadTextContent(" in body
+    for name in files:
+        text = (INFRA / "adx" / name).read_text()
+        commands = [c for c in re.split(r"\n\s*\n", "\n".join(
+            line for line in text.splitlines() if not line.lstrip().startswith("//"))) if c.strip()]
+        for command in commands:
+            assert kusto.analyze(command) == [], (name, command)
+    assert "enableStreamingIngest: true" in adx
+
+
+def test_the_analyser_reports_an_unknown_control_command(kusto):
+    diagnostics = kusto.analyze(".frobnicate table Predictions policy streamingingestion enable")
+    assert [d.code for d in diagnostics] == ["AL-UnknownCommand"]
+    assert kusto.analyze(".alter table Selections policy streamingingestion enable") == []
+
+
+# -- role assignments for each client the code builds -------------------------------------------------
+
+ROLE_IDS = {
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
+    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "AzureML Data Scientist": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+}
+
+# code marker (what the code builds or binds) -> roles of which one must be assigned to the apps
+NEEDS = {
+    "BlobServiceClient": ("Storage Blob Data Owner", "Storage Blob Data Contributor"),
+    "build_queue_client": ("Storage Queue Data Contributor", "Storage Queue Data Message Sender"),
+    "queue_trigger": ("Storage Queue Data Contributor",),
+    "orchestration_trigger": ("Storage Table Data Contributor",),
+    "build_ml_client": ("AzureML Data Scientist",),
+    "github_token": ("Key Vault Secrets User",),
+}
+ADX_NEEDS = {"build_ingest_client": "Ingestor", "build_query_client": "Viewer"}
+
+
+def code_text() -> str:
+    return "\n".join(p.read_text() for p in [*(ROOT / "functions").rglob("*.py"), *(ROOT / "shared").rglob("*.py")])
+
+
+def assigned_roles() -> set[str]:
+    text = "\n".join(all_bicep().values())
+    return {name for name, rid in ROLE_IDS.items() if rid in text}
+
+
+def test_every_client_the_code_builds_has_its_role():
+    code, roles = code_text(), assigned_roles()
+    for marker, options in NEEDS.items():
+        assert marker in code, f"the code no longer uses {marker}: update NEEDS"
+        assert roles & set(options), f"{marker} needs one of {options}"
+    adx = (MODULES / "adx.bicep").read_text()
+    for marker, role in ADX_NEEDS.items():
+        assert marker in code
+        assert re.search(rf"principalType: 'App'\s*\n\s*role: '{role}'", adx), role
+    assert "role: 'Admin'" not in adx  # least privilege: the apps never change the schema
+    assert "Monitoring Metrics Publisher" in roles  # Application Insights with local auth off
+
+
+def test_role_assignments_go_to_the_apps_identity_as_a_service_principal():
+    for name, text in all_bicep().items():
+        for body in re.findall(r"(?s)'Microsoft\.Authorization/roleAssignments@[\d-]+' = .*?\n\}", text):
+            assert "principalType: 'ServicePrincipal'" in body, name
+            assert re.search(r"name: guid\(", body), name  # idempotent on re-deploy
+
+
+def test_the_apps_run_as_the_one_user_assigned_identity():
+    app = (MODULES / "functionapp.bicep").read_text()
+    assert "type: 'UserAssigned'" in app
+    assert re.search(r"\bAZURE_CLIENT_ID: identityClientId", app)  # DefaultAzureCredential picks it
+    assert "sku: { name: 'FC1', tier: 'FlexConsumption' }" in app
+    assert "runtime: { name: 'python', version: pythonVersion }" in app
+
+
+# -- azd, parameters, local settings -------------------------------------------------------------------
+
+def test_azure_yaml_deploys_the_one_package_to_the_four_apps():
+    spec = yaml.safe_load((ROOT / "azure.yaml").read_text())
+    services = spec["services"]
+    apps = re.findall(r"\{ service: '(\w+)', stage: '(\w+)' \}", main_text())
+    assert sorted(stage for _, stage in apps) == sorted(STAGES)
+    assert set(services) == {service for service, _ in apps}
+    for service in services.values():
+        assert service == {"project": ".", "language": "python", "host": "function"}
+    assert spec["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
+    assert "'azd-service-name': azdServiceName" in (MODULES / "functionapp.bicep").read_text()
+
+
+def test_the_parameters_file_names_only_real_parameters():
+    doc = json.loads((INFRA / "main.parameters.json").read_text())
+    assert set(doc["parameters"]) <= set(params())
+    required = {p for p, default in params().items() if not default}
+    assert required <= set(doc["parameters"])
+
+
+def test_every_module_the_main_template_uses_exists():
+    for path in re.findall(r"module \w+ '([^']+\.bicep)'", main_text()):
+        assert (INFRA / path).is_file(), path
+    for path in re.findall(r"loadTextContent\('([^']+)'\)", (MODULES / "adx.bicep").read_text()):
+        assert (MODULES / path).resolve().is_file(), path
+
+
+def test_local_settings_example_has_every_setting_and_starts_the_app(monkeypatch):
+    values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
+    read = {f"AL_{f.upper()}" for f in FIELDS} | connections() | {b for s in STAGES for b in binding_settings(s)}
+    assert not sorted(read - set(values))
+    assert not sorted(n for n in values if n.startswith("AL_") and not read_by_code(n))
+    azurite = values["AzureWebJobsStorage"]
+    assert "AccountName=devstoreaccount1" in azurite and "BlobEndpoint=http://127.0.0.1:10000/" in azurite
+    assert values["AL_STORAGE"] == azurite == values["AL_STORAGE_CONNECTION_STRING"]
+    assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    for name, value in values.items():
+        if name.startswith("AL_") and name.removeprefix("AL_").lower() in FIELDS:
+            monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.backend == "embedded" and settings.stage_names == STAGES
+    assert (ROOT / ".funcignore").read_text().count("local.settings.json") >= 1
+
+
+def test_funcignore_keeps_what_the_apps_import():
+    ignored = {line.strip().rstrip("/") for line in (ROOT / ".funcignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    for needed in ("function_app.py", "host.json", "requirements.txt", "functions", "shared"):
+        assert needed not in ignored
+    for heavy in ("tests", ".venv", "node_modules", "infra", "data"):
+        assert heavy in ignored
+
+
+def test_vscode_tasks_start_azurite_and_the_host():
+    tasks = json.loads((ROOT / ".vscode" / "tasks.json").read_text())["tasks"]
+    commands = " ".join(t["command"] for t in tasks)
+    assert "azurite" in commands and "--skipApiVersionCheck" in commands and "host start" in commands
+    launch = json.loads((ROOT / ".vscode" / "launch.json").read_text())
+    assert any(c.get("preLaunchTask") == "func: host start" for c in launch["configurations"])
