@@ -35,7 +35,7 @@ def item_id_from_path(path: str) -> str:
     """The item id of a labeling file, from its path or URL (the inverse of :func:`labeling_name`)."""
     last = path.rstrip("/").rsplit("/", 1)[-1]
     stem = last.rsplit(".", 1)[0] if "." in last else last
-    return unquote(stem)
+    return unquote(stem) if "%" in stem else stem
 
 
 def extension_of(uri: str) -> str:
