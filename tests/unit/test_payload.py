@@ -73,3 +73,22 @@ def test_batch_shape_limits():
         check({"nope": 1})
     assert reasons([])[0][2] == "no records"
     assert check({"records": [record()]})
+
+
+def test_the_one_pass_path_gives_the_same_records_or_defers():
+    import json
+
+    from pydantic_core import from_json
+
+    from shared.core.payload import records_from_json
+
+    body = json.dumps([record(), record(item_id="img-2", prediction_id="p2")]).encode()
+    fast = records_from_json(body, max_records=10)
+    assert fast is not None
+    assert [r.model_dump() for r, _, _ in check(fast)] == [r.model_dump() for r, _, _ in check(from_json(body))]
+    # anything that needs the full path to be named defers to it
+    assert records_from_json(json.dumps({"records": [record()]}).encode(), max_records=10) is None
+    assert records_from_json(body, max_records=1) is None
+    assert records_from_json(b'[{"item_id": "x", "probabilities": [NaN, 1]}]', max_records=10) is None
+    assert records_from_json(b"[]", max_records=10) is None
+    assert records_from_json(b"[{", max_records=10) is None
