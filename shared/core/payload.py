@@ -15,6 +15,7 @@ import re
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -111,7 +112,10 @@ def validate_batch(
         )
     try:
         # Records from records_from_json are validated already (a client can only send dicts).
-        records = items if all(type(r) is ScoringRecord for r in items) else _BATCH.validate_python(items)
+        records: list[ScoringRecord] = (
+            cast(list[ScoringRecord], items) if all(type(r) is ScoringRecord for r in items)
+            else _BATCH.validate_python(items)
+        )
     except ValidationError as exc:
         found = []
         for err in exc.errors():
@@ -170,7 +174,7 @@ def validate_batch(
         if classes and rec.predicted_label not in label_set:
             problems.append(Problem(i, "predicted_label", f"{rec.predicted_label!r} is not one of the model's classes"))
         if latest is not None and rec.scored_at > latest:
-            ahead = (rec.scored_at - now).total_seconds()
+            ahead = (rec.scored_at - latest + max_future).total_seconds()
             problems.append(Problem(i, "scored_at", f"{ahead:.0f} s in the future; at most "
                                     f"{max_future.total_seconds():.0f} s of clock skew is accepted"))
         if rec.embedding is not None and not np.isfinite(rec.embedding).all():
