@@ -63,8 +63,7 @@ def build(path: Path, n: int, uris: list[str], seed: int = 0) -> float:
     return time.perf_counter() - t0
 
 
-QUERY = r"""
-import json, sys, time
+PEAK_RSS = r"""
 def peak_rss_gib():
     # VmHWM: this process image's own peak. ru_maxrss would carry the parent's peak across exec.
     with open("/proc/self/status") as fh:
@@ -72,6 +71,10 @@ def peak_rss_gib():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 2**20
     return float("nan")
+"""
+
+QUERY = PEAK_RSS + r"""
+import json, sys, time
 
 import numpy as np
 from shared.adapters.duckdb_store import DuckDBStore
@@ -88,15 +91,8 @@ for strategy in ("margin", "entropy", "least_confidence", "random"):
 print(json.dumps({"seconds": times, "peak_rss_gib": peak_rss_gib()}))
 """
 
-END_TO_END = r"""
+END_TO_END = PEAK_RSS + r"""
 import json, sys, time
-def peak_rss_gib():
-    # VmHWM: this process image's own peak. ru_maxrss would carry the parent's peak across exec.
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    return float("nan")
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
