@@ -70,8 +70,13 @@ class AdxSelectionStore:
         return [Ranked(str(r["ItemId"]), float(r["Score"]), str(r["ItemUri"])) for r in rows]
 
     def candidates(self, flt: CandidateFilter, limit: int | None = None) -> CandidateSet:
-        """All candidates; ``limit`` is not applied in KQL yet (the selection window bounds them)."""
-        rows = self._rows("candidates", kql.filter_values(flt))
+        """All candidates, or the ``limit`` most uncertain by margin (``candidates_shortlist.kql``),
+        sorted by item id either way."""
+        if limit is None:
+            rows = self._rows("candidates", kql.filter_values(flt))
+        else:
+            rows = sorted(self._rows("candidates_shortlist", kql.filter_values(flt) | {"k": int(limit)}),
+                          key=lambda r: str(r["ItemId"]))
         ids = np.asarray([str(r["ItemId"]) for r in rows], dtype=str)
         uris = np.asarray([str(r["ItemUri"]) for r in rows], dtype=str)
         proba = _matrix([_dynamic(r["Probabilities"]) for r in rows])

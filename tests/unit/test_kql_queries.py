@@ -73,7 +73,7 @@ def test_the_candidate_contract_is_the_same_text_in_every_selection_query():
         end = text.index("candidates\n|", start)
         return text[start:end].replace(", Embedding)", ")")
 
-    names = [kql.top_k_name(s) for s in RANKED_STRATEGIES] + ["candidates"]
+    names = [kql.top_k_name(s) for s in RANKED_STRATEGIES] + ["candidates", "candidates_shortlist"]
     assert len({contract(n) for n in names}) == 1
 
 
@@ -81,7 +81,7 @@ def test_values_never_enter_the_query_text():
     for name in kql.query_names():
         text = kql.load(name)
         assert "{" not in text.replace("dynamic", ""), f"{name}: looks like a format placeholder"
-        if name.startswith("top_k") or name == "candidates":
+        if name.startswith(("top_k", "candidates")):
             assert set(kql.declared(text)) >= {"model_name", "model_version", "window_start", "window_end"}
 
 
@@ -256,3 +256,12 @@ def test_bookkeeping_queries_run_where_duckdb_kql_allows(world, name):
         assert [r[0] for r in rows] == ["item-0003"]
     if name == "labeled_set":
         assert [r[0] for r in rows] == sorted(LABELED)
+
+
+@pytest.mark.parametrize("k", [1, 9, 40, 10_000])
+def test_kql_shortlist_is_the_most_uncertain_by_margin(world, k):
+    table, flt, store, con = world
+    rows, _ = run_kql(con, "candidates_shortlist", kql.filter_values(flt) | {"k": k})
+    want = reference_top_k(table, flt, set(SELECTED + LABELED), "margin", k)
+    shortlist = store.candidates(flt, limit=k).item_ids.tolist()
+    assert sorted(r[0] for r in rows) == sorted(r.item_id for r in want) == shortlist

@@ -173,3 +173,15 @@ def test_the_select_service_previews_through_the_adx_store(adx, tmp_path):
     params = server.requests[-1]["properties"]["Parameters"]
     assert params["model_version"] == "v1" and params["k"] == "5"
     assert params["window_start"] == "datetime(2026-03-01T00:00:00.000000Z)"
+
+
+def test_a_shortlist_uses_its_own_query_and_comes_back_sorted_by_item(adx):
+    server, store, _ = adx
+    server.answers["candidates_shortlist"] = [  # the query's order: most uncertain first
+        {"ItemId": "z", "ItemUri": "u/z", "Probabilities": [0.5, 0.5], "Embedding": [0.0, 1.0]},
+        {"ItemId": "a", "ItemUri": "u/a", "Probabilities": [0.4, 0.6], "Embedding": [1.0, 0.0]},
+    ]
+    cands = store.candidates(FLT, limit=2)
+    assert server.requests[0]["csl"] == kql.load("candidates_shortlist")
+    assert server.requests[0]["properties"]["Parameters"]["k"] == "2"
+    assert cands.item_ids.tolist() == ["a", "z"] and cands.item_uris.tolist() == ["u/a", "u/z"]
