@@ -51,7 +51,6 @@ _MICROSECOND = timedelta(microseconds=1)
 _ZERO = timedelta(0)
 # Ids made only of these characters pass item_id_problem's checks (bar ".."): skip its slower scan.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_.:@+=~ -]{1,256}")
-_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def derive_prediction_id(record: ScoringRecord, probability_bytes: bytes | None = None) -> str:
