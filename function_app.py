@@ -11,12 +11,16 @@ import importlib
 import azure.durable_functions as df
 import azure.functions as func
 
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, get_settings, require_azure_settings
 from shared.telemetry import configure_telemetry
 
 
 def build_app(settings: Settings) -> df.DFApp:
-    """A function app with the blueprints of ``settings.stage_names`` registered."""
+    """A function app with the blueprints of ``settings.stage_names`` registered.
+
+    On the Azure backend a missing setting stops the app here, at start-up, naming the setting.
+    """
+    require_azure_settings(settings)
     function_app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
     for stage in settings.stage_names:
         module = importlib.import_module(f"functions.{stage}.blueprint")

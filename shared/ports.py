@@ -70,10 +70,15 @@ class PredictionStore(Protocol):
     def mark_handed_off(self, batch_id: str) -> None: ...
 
     def add_labels(self, labels: Sequence[Label]) -> int:
-        """Record labels once per (item, export content); return how many were new."""
+        """Record labels, except one that is its item's current label already (a repeated or a
+        cumulative export records nothing twice); return how many were new."""
         ...
 
     def list_labels(self) -> list[Label]: ...
+
+    def awaiting_labels(self) -> int:
+        """Items handed off to labeling that have no label yet."""
+        ...
 
     def count_labels(self) -> int: ...
 
@@ -185,3 +190,9 @@ class RetrainRequests(Protocol):
     def request(self, req: RetrainRequest) -> bool:
         """Send ``req`` unless a request at the same or a higher watermark was sent; True if sent."""
         ...
+
+
+class LabelingExports(Protocol):
+    """The labeling project, asked to export its labels (Azure ML Data Labeling ``exportLabels``)."""
+
+    def export_labels(self, *, timeout: float = 600.0) -> object: ...

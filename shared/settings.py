@@ -96,6 +96,21 @@ class Settings(BaseSettings):
     activity_retry_attempts: int = Field(3, ge=1, le=10)
     activity_retry_first_seconds: float = Field(30, ge=1)
 
+    # --- Azure backend: where the loop's state lives, and the automatic labeling export ---
+    exports_account_url: str = Field("", description="Blob endpoint of the storage account Azure ML Data "
+                                     "Labeling exports into (the workspace's default storage), e.g. "
+                                     "https://<account>.blob.core.windows.net; reports and quarantine go there too.")
+    blob_trigger_source: Literal["EventGrid", "LogsAndContainerScan"] = Field(
+        "EventGrid", description="The export blob trigger's source: EventGrid (the only one Flex Consumption "
+        "supports) or LogsAndContainerScan (polling, for func start with Azurite).")
+    aml_labeling_job: str = Field("", description="The Azure ML Data Labeling project (labeling job id) "
+                                  "whose labels are exported automatically.")
+    export_schedule: str = Field("0 */30 * * * *", pattern=r"^\S+( \S+){5}$",
+                                 description="NCRONTAB of the automatic labeling export.")
+    export_format: Literal["CSV", "Coco"] = "CSV"
+    aml_arm_url: str = Field("https://management.azure.com", pattern=r"^https?://",
+                             description="Azure Resource Manager endpoint (another cloud's, or a test server).")
+
     # --- selector_timer ---
     # The timer binding reads the app setting AL_SELECTION_SCHEDULE itself (%AL_SELECTION_SCHEDULE%): set it
     # in the app settings too; this field validates it and documents the default (hourly, on the hour).
@@ -133,6 +148,46 @@ class Settings(BaseSettings):
     def stage_names(self) -> tuple[str, ...]:
         names = self.stages.split(",")
         return STAGES if "all" in names else tuple(n for n in STAGES if n in names)
+
+
+# What each stage needs on the Azure backend, beyond ADX and the loop's storage account. A missing
+# setting stops the app at start-up, naming it: nothing falls back to a local file or queue.
+_AZURE_NEEDS: dict[str, tuple[str, ...]] = {
+    "scoring_collector": (),
+    "selector_timer": (),
+    "label_export_trigger": ("aml_subscription_id", "aml_resource_group", "aml_workspace", "aml_labeling_job"),
+    "github_dispatch": ("github_repository", "github_token", "aml_subscription_id", "aml_resource_group",
+                        "aml_workspace", "aml_endpoint", "aml_deployment"),
+}
+
+
+def missing_azure_settings(settings: Settings, stages: tuple[str, ...] | None = None) -> list[str]:
+    """The ``AL_*`` settings the given stages (default: the hosted ones) lack on the Azure backend."""
+    if settings.backend != "azure":
+        return []
+    stages = settings.stage_names if stages is None else stages
+
+    def empty(name: str) -> bool:
+        value = getattr(settings, name)
+        value = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return not str(value).strip()
+
+    needs = ["adx_cluster_uri"]
+    if empty("storage_connection_string"):  # a connection string is Azurite (development): one account
+        needs.append("storage_account_url")
+        if "label_export_trigger" in stages:
+            needs.append("exports_account_url")
+    for stage in stages:
+        needs += [n for n in _AZURE_NEEDS[stage] if n not in needs]
+    return [f"{ENV_PREFIX}{n.upper()}" for n in needs if empty(n)]
+
+
+def require_azure_settings(settings: Settings, stages: tuple[str, ...] | None = None) -> None:
+    """Raise :class:`ConfigurationError` naming every setting the Azure backend lacks."""
+    missing = missing_azure_settings(settings, stages)
+    if missing:
+        raise ConfigurationError(f"setting {', '.join(missing)} is missing (AL_BACKEND=azure, stages "
+                                 f"{', '.join(stages or settings.stage_names)})")
 
 
 def load_settings(**overrides: object) -> Settings:

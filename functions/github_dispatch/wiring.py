@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
+from shared.backends import Backend, backend
 from shared.core.orchestration import Plan
 from shared.errors import ConfigurationError
 from shared.services.retrain import AzureActivities, RetrainActivities
@@ -27,68 +29,32 @@ def plan_from(settings: Settings) -> Plan:
     )
 
 
-def _require(settings: Settings, *names: str) -> None:
-    missing = [f"AL_{n.upper()}" for n in names if not str(getattr(settings, n)).strip()]
-    if missing:
-        raise ConfigurationError(f"setting {', '.join(missing)} is missing (github_dispatch on the azure backend)")
-
-
 @lru_cache(maxsize=1)
 def activities() -> RetrainActivities:
-    """The activities for ``AL_BACKEND``: Azure (GitHub + Azure ML) or embedded (local trainer)."""
+    """The activities on GitHub and Azure ML, with the loop's state in the backend's ADX store and
+    Blob Storage. Only the Azure backend: the embedded loop retrains in-process (``al simulate``)."""
     settings = get_settings()
-    store, objects = _store_and_objects(settings)
-    if settings.backend == "embedded":
-        return _embedded(settings, store, objects)
-    _require(settings, "github_repository", "aml_subscription_id", "aml_resource_group", "aml_workspace",
-             "aml_endpoint", "aml_deployment")
-    if not settings.github_token.get_secret_value():
-        raise ConfigurationError("setting AL_GITHUB_TOKEN is missing (a Key Vault reference in Azure)")
-    from shared.adapters.azureml import AzureMLAdapter, build_ml_client
-    from shared.adapters.github import GitHubClient
+    if settings.backend != "azure":
+        raise ConfigurationError("setting AL_BACKEND must be 'azure' for the github_dispatch stage; the embedded "
+                                 "loop retrains in-process (al simulate)")
+    return build_activities(settings, ports=backend())
 
-    github = GitHubClient(token=settings.github_token.get_secret_value(), repository=settings.github_repository,
-                          api_url=settings.github_api_url)
-    ml = build_ml_client(subscription_id=settings.aml_subscription_id, resource_group=settings.aml_resource_group,
-                         workspace=settings.aml_workspace)
-    aml = AzureMLAdapter(ml, endpoint=settings.aml_endpoint, deployment=settings.aml_deployment)
-    return AzureActivities(store, objects, github, aml, model_name=settings.model_name,
+
+def build_activities(settings: Settings, *, ports: Backend, github: Any = None, azureml: Any = None) -> AzureActivities:
+    """``github`` / ``azureml`` override the clients (tests); by default built from the settings."""
+    ports.require("github_dispatch")
+    if github is None:
+        from shared.adapters.github import GitHubClient
+
+        github = GitHubClient(token=settings.github_token.get_secret_value(), repository=settings.github_repository,
+                              api_url=settings.github_api_url)
+    if azureml is None:
+        from shared.adapters.azureml import AzureMLAdapter, build_ml_client
+
+        ml = build_ml_client(subscription_id=settings.aml_subscription_id, resource_group=settings.aml_resource_group,
+                             workspace=settings.aml_workspace)
+        azureml = AzureMLAdapter(ml, endpoint=settings.aml_endpoint, deployment=settings.aml_deployment)
+    return AzureActivities(ports.store, ports.objects, github, azureml, model_name=settings.model_name,
                            workflow=settings.github_workflow, ref=settings.github_ref, metric=settings.gate_metric,
                            items_datastore=settings.aml_items_datastore,
                            class_names=settings.class_name_list or None)
-
-
-def _store_and_objects(settings: Settings):  # type: ignore[no-untyped-def]
-    """The label/model-version store and the object store.
-
-    The store is the DuckDB file under ``AL_DATA_DIR`` until the Azure Data Explorer store exists;
-    objects go to Blob Storage when a storage account is configured, else to a local folder.
-    """
-    from shared.adapters.duckdb_store import DuckDBStore
-    from shared.adapters.local_objects import LocalFolderObjectStore
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = DuckDBStore(settings.data_dir / "loop.duckdb")
-    if settings.storage_connection_string or settings.storage_account_url:
-        from azure.storage.blob import BlobServiceClient
-
-        from shared.adapters.blob_objects import BlobObjectStore
-
-        if settings.storage_connection_string:
-            service = BlobServiceClient.from_connection_string(settings.storage_connection_string)
-        else:
-            from azure.identity import DefaultAzureCredential
-
-            service = BlobServiceClient(settings.storage_account_url, credential=DefaultAzureCredential())
-        return store, BlobObjectStore(service)
-    return store, LocalFolderObjectStore(settings.data_dir / "objects")
-
-
-def _embedded(settings: Settings, store, objects) -> RetrainActivities:  # type: ignore[no-untyped-def]
-    """The function app trains through GitHub and Azure ML; the embedded loop retrains in-process.
-
-    (``al simulate`` and :class:`shared.services.retrain.RetrainService` drive the same steps on the
-    local trainer, which needs the simulation's evaluation split, something an app setting cannot give.)
-    """
-    raise ConfigurationError("setting AL_BACKEND must be 'azure' for the github_dispatch stage; the embedded "
-                             "loop retrains in-process (al simulate)")

@@ -1,10 +1,14 @@
 """The label_export_trigger stage's triggers. Thin: binding -> typed input -> service -> output.
 
 * ``labels_export``: blob trigger on ``AL_EXPORTS_CONTAINER``/``AL_EXPORTS_PREFIX`` (connection
-  ``AL_STORAGE``). An export that cannot be parsed is quarantined and the function returns
-  normally, so the host does not retry it into the poison queue; storage errors still raise.
+  ``AL_EXPORTS_STORAGE``: the exports account; source Event Grid, or polling by
+  ``AL_BLOB_TRIGGER_SOURCE=LogsAndContainerScan`` under ``func start``). An export that cannot be
+  parsed is quarantined and the function returns normally, so the host does not retry it into the
+  poison queue; storage errors still raise.
 * ``labels_replay``: ``POST /api/labels/replay`` ``{"export": "<name>", "source": "quarantine"}``.
 * ``labels_stats``: ``GET /api/labels/stats``.
+* ``labels_request_export``: timer on ``%AL_EXPORT_SCHEDULE%``, and ``POST /api/labels/export``: ask
+  Azure ML Data Labeling to export while handed-off items await labels (no manual Export click).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from functions.label_export_trigger.wiring import exports_path, intake
+from functions.label_export_trigger.wiring import exports_path, intake, requester
 from shared.errors import ActiveLearningError, NotFoundError
 from shared.settings import get_settings
 
@@ -41,12 +45,34 @@ def _blob_name(full: str | None) -> tuple[str, str]:
     return container, name
 
 
+def _blob_source() -> func.BlobSource:
+    """Event Grid (Flex Consumption supports no other) unless AL_BLOB_TRIGGER_SOURCE says polling."""
+    if get_settings().blob_trigger_source == "LogsAndContainerScan":
+        return func.BlobSource.LOGS_AND_CONTAINER_SCAN
+    return func.BlobSource.EVENT_GRID
+
+
 @bp.function_name("labels_export")
-@bp.blob_trigger(arg_name="blob", path=exports_path(get_settings()), connection="AL_STORAGE")
+@bp.blob_trigger(arg_name="blob", path=exports_path(get_settings()), connection="AL_EXPORTS_STORAGE",
+                 source=_blob_source())
 def labels_export(blob: func.InputStream) -> None:
     container, name = _blob_name(blob.name)
     outcome = intake().process(container, name, blob.read())
     log.info("export %s/%s: %s", container, name, json.dumps(outcome.as_dict()))
+
+
+@bp.function_name("labels_request_export")
+@bp.timer_trigger(arg_name="timer", schedule="%AL_EXPORT_SCHEDULE%", run_on_startup=False)
+def labels_request_export(timer: func.TimerRequest) -> None:
+    """Ask the labeling project for an export while handed-off items await labels."""
+    log.info("labeling export: %s", json.dumps(requester().run()))
+
+
+@bp.function_name("labels_export_now")
+@bp.route(route="labels/export", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+def labels_export_now(req: func.HttpRequest) -> func.HttpResponse:
+    """Ask for an export now (what the timer does)."""
+    return _json(requester().run(), 200)
 
 
 @bp.function_name("labels_replay")

@@ -1,4 +1,4 @@
-"""Azure Data Explorer for the collector: ingestion of landed batches, model classes, and counts.
+"""Azure Data Explorer clients, and the collector's ingestion of landed batches.
 
 Identity-based: every client takes a ``TokenCredential`` (``DefaultAzureCredential`` in Azure; the
 function app's managed identity). Clients are built once per process by the caller and reused.
@@ -12,40 +12,25 @@ here (and selection) takes one row per ``PredictionId``.
 from __future__ import annotations
 
 import io
-import json
 import uuid
 
 from azure.core.credentials import TokenCredential
-from azure.kusto.data import ClientRequestProperties, KustoClient, KustoConnectionStringBuilder
+from azure.kusto.data import KustoClient, KustoConnectionStringBuilder
 from azure.kusto.ingest import (
     BaseIngestClient,
     IngestionProperties,
+    KustoStreamingIngestClient,
     ManagedStreamingIngestClient,
     QueuedIngestClient,
     StreamDescriptor,
 )
 from azure.kusto.ingest.ingestion_properties import DataFormat, IngestionMappingKind
 
-from shared.core.records import ModelStatus, ModelVersion
-from shared.errors import NotFoundError
-from shared.services.ingest import IngestOutcome, VersionCount
+from shared.services.ingest import IngestOutcome
 
 PREDICTIONS_TABLE = "Predictions"
 PREDICTIONS_MAPPING = "PredictionsJsonMapping"  # infra/adx/02-ingestion.kql
 _SOURCE_NS = uuid.UUID("5b0f7c1e-2f0e-4c55-9a43-51a1c0d1c0de")
-
-# Queries are parameterised with declare query_parameters; values travel as request parameters.
-MODEL_VERSION_QUERY = """declare query_parameters(model_name:string, model_version:string);
-ModelVersions
-| where ModelName == model_name and Version == model_version
-| summarize arg_max(CreatedAt, ClassNames, Status, ArtifactUri) by ModelName, Version
-| project ClassNames, Status, ArtifactUri"""
-
-COUNTS_QUERY = """Predictions
-| summarize arg_max(IngestedAt, ModelName, ModelVersion) by PredictionId
-| summarize Predictions = count(), LastIngestedAt = max(IngestedAt) by ModelName, ModelVersion
-| order by ModelName asc, ModelVersion asc"""
-
 
 def ingest_uri_of(cluster_uri: str) -> str:
     """The data-management endpoint of a cluster (``https://ingest-<cluster>...``)."""
@@ -61,6 +46,12 @@ def build_ingest_client(
         engine = KustoConnectionStringBuilder.with_azure_token_credential(cluster_uri, credential)
         return ManagedStreamingIngestClient(engine, dm)
     return QueuedIngestClient(dm, auto_correct_endpoint=False)
+
+
+def build_streaming_client(*, cluster_uri: str, credential: TokenCredential) -> KustoStreamingIngestClient:
+    """Streaming ingestion with no queued fallback: when the call returns the rows are queryable, and
+    a failure raises to the caller (what the loop's state writes need, :mod:`shared.adapters.adx_store`)."""
+    return KustoStreamingIngestClient(KustoConnectionStringBuilder.with_azure_token_credential(cluster_uri, credential))
 
 
 def build_query_client(*, cluster_uri: str, credential: TokenCredential) -> KustoClient:
@@ -90,33 +81,3 @@ class AdxIngestor:
                                       is_compressed=False, stream_name=f"{batch_id}.jsonl", size=len(jsonl))
         self._client.ingest_from_stream(descriptor, self.properties(batch_id))
         return IngestOutcome(None)  # queued: ADX reports the row count later, not here
-
-
-class AdxCatalog:
-    """What the collector reads from ADX: a model version's classes, and counts per version."""
-
-    def __init__(self, client: KustoClient, *, database: str) -> None:
-        self._client = client
-        self._database = database
-
-    def get_model_version(self, name: str, version: str) -> ModelVersion:
-        props = ClientRequestProperties()
-        props.set_parameter("model_name", name)
-        props.set_parameter("model_version", version)
-        rows = list(self._client.execute_query(self._database, MODEL_VERSION_QUERY, props).primary_results[0])
-        if not rows:
-            raise NotFoundError(f"model {name!r} version {version!r} is not registered")
-        row = rows[0]
-        classes = row["ClassNames"]
-        if isinstance(classes, str):
-            classes = json.loads(classes)
-        status = str(row["Status"] or ModelStatus.CANDIDATE)
-        return ModelVersion(name=name, version=version, class_names=tuple(str(c) for c in classes),
-                            artifact_uri=str(row["ArtifactUri"] or ""),
-                            status=ModelStatus(status) if status in ModelStatus._value2member_map_
-                            else ModelStatus.CANDIDATE)
-
-    def counts_by_version(self) -> list[VersionCount]:
-        result = self._client.execute_query(self._database, COUNTS_QUERY, ClientRequestProperties())
-        return [VersionCount(str(r["ModelName"]), str(r["ModelVersion"]), int(r["Predictions"]),
-                             r["LastIngestedAt"]) for r in result.primary_results[0]]

@@ -1,11 +1,26 @@
-"""Azure Data Explorer: the :class:`shared.ports.PredictionStore` methods selection needs.
+"""Azure Data Explorer: the whole :class:`shared.ports.PredictionStore` of the Azure backend.
+
+ADX is the one source of truth for Predictions, Selections, Labels and ModelVersions: every function
+app reads and writes the loop's state here, never on its own disk.
 
 Reads run the shipped ``shared/kql/*.kql`` queries with their values as client request parameters
-(``declare query_parameters``; never formatted into the text). Writes (a recorded selection, a
-finished hand-off) are small JSON ingestions into the append-only ``Selections`` table: a hand-off is
-marked by appending the batch's rows again with ``HandedOff = true``, which ``pending_handoffs.kql``
-reads. Use a streaming ingest client here: a queued ingestion becomes visible only minutes later,
-and the next run must see what the previous one recorded.
+(``declare query_parameters``; never formatted into the text).
+
+Writes the next step must see at once (a selection before the next run, a label before the training
+manifest, a model version before the next selection) are **streaming ingestions** through a
+``KustoStreamingIngestClient`` (no queued fallback: a queued ingestion becomes visible only minutes
+later, so a failure must surface to the caller, who retries). Every table is append-only and every
+read dedupes (``arg_max``/``distinct``), so a write repeated under redelivery changes no answer:
+
+- Selections: a hand-off is marked by appending the batch's rows again with ``HandedOff = true``;
+- Labels: a row per (item, export content) is appended only if the pair is not stored yet, and the
+  current label of an item is its most recently recorded one;
+- ModelVersions: a version's current row is the one with the newest ``RecordedAt``; making a version
+  serving appends a ``retired`` row for the one it replaces.
+
+Predictions arrive through the collector's landed batches (queued ingestion with ingest-by tags,
+:mod:`shared.adapters.adx_ingest`); :meth:`AdxStore.add_predictions` exists for completeness of the
+port and streams a batch the same way the other writes do.
 
 Identity-based (``DefaultAzureCredential`` through ``shared.adapters.adx_ingest.build_*_client``);
 the caller builds the clients once per process.
@@ -16,18 +31,23 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
 
 from shared.core import kql
-from shared.core.records import ModelStatus, ModelVersion, SelectedItem, Selection
+from shared.core.records import Label, ModelStatus, ModelVersion, PredictionBatch, SelectedItem, Selection
 from shared.core.selection import CandidateFilter, Ranked
+from shared.errors import NotFoundError
 from shared.ports import CandidateSet, LabeledSet
 
 SELECTIONS_TABLE = "Selections"
+LABELS_TABLE = "Labels"
+MODEL_VERSIONS_TABLE = "ModelVersions"
+PREDICTIONS_TABLE = "Predictions"
+_IDS_PER_QUERY = 1000  # item ids per "in (dynamic)" request parameter
 _SOURCE_NS = uuid.UUID("0c6a3f4e-7d1b-4f0a-9a55-5e1ec7000004")
 
 
@@ -43,8 +63,8 @@ class IngestClient(Protocol):
     def ingest_from_stream(self, stream_descriptor: Any, ingestion_properties: Any) -> Any: ...
 
 
-class AdxSelectionStore:
-    """Selection's half of the prediction store on ADX (predictions and labels land elsewhere)."""
+class AdxStore:
+    """:class:`shared.ports.PredictionStore` on Azure Data Explorer."""
 
     def __init__(self, client: QueryClient, *, database: str, ingest: IngestClient | None = None) -> None:
         self._client = client
@@ -99,20 +119,96 @@ class AdxSelectionStore:
                     embeddings[i] = np.asarray(v, dtype=np.float32)
         return LabeledSet(ids, labels, embeddings)
 
+    # model versions ------------------------------------------------------------------------
     def serving_version(self, name: str) -> ModelVersion | None:
         rows = self._rows("serving_version", {"model_name": name})
-        if not rows:
-            return None
-        r = rows[0]
-        metrics = _dynamic(r["Metrics"]) or {}
-        return ModelVersion(
-            name=str(r["ModelName"]), version=str(r["Version"]),
-            class_names=tuple(str(c) for c in (_dynamic(r["ClassNames"]) or ())),
-            metrics={str(k): float(v) for k, v in metrics.items()}, artifact_uri=str(r["ArtifactUri"] or ""),
-            status=ModelStatus.SERVING, created_at=_aware(r["CreatedAt"]),
-            trained_on_labels=int(r["TrainedOnLabels"] or 0),
-        )
+        return _model_version(rows[0]) if rows else None
 
+    def get_model_version(self, name: str, version: str) -> ModelVersion:
+        rows = self._rows("model_version", {"model_name": name, "model_version": version})
+        if not rows:
+            raise NotFoundError(f"model {name!r} has no version {version!r}")
+        return _model_version(rows[0])
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        return [_model_version(r) for r in self._rows("model_versions", {"model_name": name})]
+
+    def upsert_model_version(self, mv: ModelVersion) -> None:
+        """Append the version's new current row; a version made serving retires the one it replaces
+        (in the same ingestion, so no reader sees two serving versions or none)."""
+        now = datetime.now(UTC)
+        rows = [_model_version_row(mv, now)]
+        if mv.status is ModelStatus.SERVING:
+            for old in self.list_model_versions(mv.name):
+                if old.status is ModelStatus.SERVING and old.version != mv.version:
+                    rows.append(_model_version_row(old, now, status=ModelStatus.RETIRED))
+        self._stream(MODEL_VERSIONS_TABLE, rows, tag=f"model-version:{mv.name}:{mv.version}:{now.isoformat()}")
+
+    # labels ------------------------------------------------------------------------------
+    def add_labels(self, labels: Sequence[Label]) -> int:
+        """Append every label that is not its item's current label already; return how many."""
+        if not labels:
+            return 0
+        current: dict[str, str] = {}
+        for chunk in _chunks(sorted({lb.item_id for lb in labels})):
+            current |= {str(r["ItemId"]): str(r["Label"]) for r in self._rows("current_labels", {"item_ids": chunk})}
+        now = _iso(datetime.now(UTC))
+        new = []
+        for lb in labels:
+            if current.get(lb.item_id) == lb.label:
+                continue
+            current[lb.item_id] = lb.label
+            new.append({"ItemId": lb.item_id, "Label": lb.label, "ExportId": lb.export_id,
+                        "ExportSha256": lb.export_sha256,
+                        "LabeledAt": _iso(lb.labeled_at) if lb.labeled_at else None, "RecordedAt": now})
+        if new:
+            self._stream(LABELS_TABLE, new, tag=f"labels:{new[0]['ExportSha256']}:{len(new)}")
+        return len(new)
+
+    def list_labels(self) -> list[Label]:
+        return [Label(str(r["ItemId"]), str(r["Label"]), str(r["ExportId"]), str(r["ExportSha256"]),
+                      _aware(r["LabeledAt"])) for r in self._rows("labels_current", {})]
+
+    def awaiting_labels(self) -> int:
+        rows = self._rows("awaiting_labels", {})
+        return int(rows[0]["Count"]) if rows else 0
+
+    def count_labels(self) -> int:
+        rows = self._rows("label_count", {})
+        return int(rows[0]["Count"]) if rows else 0
+
+    # predictions ---------------------------------------------------------------------------
+    def add_predictions(self, batch: PredictionBatch) -> int:
+        """Stream the predictions whose id is not stored yet; return how many."""
+        known: set[str] = set()
+        for chunk in _chunks(list(batch.prediction_ids)):
+            known |= {str(r["PredictionId"]) for r in self._rows("known_predictions", {"prediction_ids": chunk})}
+        now = _iso(datetime.now(UTC))
+        rows = []
+        for i, pid in enumerate(batch.prediction_ids):
+            if pid in known:
+                continue
+            known.add(pid)
+            scored = batch.scored_at[i].astype("datetime64[us]").item().replace(tzinfo=UTC)
+            rows.append({
+                "PredictionId": pid, "ItemId": batch.item_ids[i], "ItemUri": batch.item_uris[i],
+                "ModelName": batch.model_name[i], "ModelVersion": batch.model_version[i],
+                "PredictedLabel": batch.predicted_labels[i], "ScoredAt": _iso(scored),
+                "Probabilities": [float(x) for x in batch.probabilities[i]],
+                "Embedding": None if batch.embeddings is None else [float(x) for x in batch.embeddings[i]],
+                "IngestedAt": now,
+            })
+        if rows:
+            self._stream(PREDICTIONS_TABLE, rows, tag=f"predictions:{rows[0]['PredictionId']}:{len(rows)}")
+        return len(rows)
+
+    def counts_by_version(self) -> list[Any]:
+        from shared.services.ingest import VersionCount
+
+        return [VersionCount(str(r["ModelName"]), str(r["ModelVersion"]), int(r["Predictions"]),
+                             _aware(r["LastIngestedAt"])) for r in self._rows("prediction_counts", {})]
+
+    # selections ----------------------------------------------------------------------------
     def pending_handoffs(self) -> list[Selection]:
         batches: dict[str, list[Any]] = {}
         for r in self._rows("pending_handoffs", {}):
@@ -133,8 +229,10 @@ class AdxSelectionStore:
     def selection_uris(self, item_ids: Sequence[str]) -> dict[str, str]:
         if not item_ids:
             return {}
-        rows = self._rows("selected_items", {"item_ids": list(item_ids)})
-        return {str(r["ItemId"]): str(r["ItemUri"]) for r in rows}
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(dict.fromkeys(item_ids))):
+            found |= {str(r["ItemId"]): str(r["ItemUri"]) for r in self._rows("selected_items", {"item_ids": chunk})}
+        return found
 
     # writes ------------------------------------------------------------------------------
     def record_selection(self, selection: Selection) -> None:
@@ -146,25 +244,56 @@ class AdxSelectionStore:
             self._append(selection, selection.items, handed_off=True, tag=f"handed-off:{batch_id}")
 
     def _append(self, selection: Selection, items: Iterable[SelectedItem], *, handed_off: bool, tag: str) -> None:
-        if self._ingest is None:
-            raise RuntimeError("this ADX selection store was built without an ingest client; it can only read")
-        from azure.kusto.ingest import IngestionProperties, StreamDescriptor
-        from azure.kusto.ingest.ingestion_properties import DataFormat
-
-        at = selection.selected_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        body = "".join(json.dumps({
+        at = _iso(selection.selected_at)
+        rows = [{
             "BatchId": selection.batch_id, "ItemId": it.item_id, "ItemUri": it.item_uri,
             "ModelName": selection.model_name, "ModelVersion": selection.model_version,
             "Strategy": selection.strategy, "Score": it.score, "Rank": it.rank, "SelectedAt": at,
             "HandedOff": handed_off,
-        }) + "\n" for it in items).encode()
-        props = IngestionProperties(
-            database=self._database, table=SELECTIONS_TABLE, data_format=DataFormat.MULTIJSON,
-            ingest_by_tags=[tag], ingest_if_not_exists=[tag], additional_tags=["selector_timer"],
-        )
+        } for it in items]
+        self._stream(SELECTIONS_TABLE, rows, tag=tag)
+
+    def _stream(self, table: str, rows: list[dict[str, Any]], *, tag: str) -> None:
+        """One streaming ingestion of JSON rows (keys are the table's column names)."""
+        if self._ingest is None:
+            raise RuntimeError("this ADX store was built without an ingest client; it can only read")
+        from azure.kusto.ingest import IngestionProperties, StreamDescriptor
+        from azure.kusto.ingest.ingestion_properties import DataFormat
+
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+        props = IngestionProperties(database=self._database, table=table, data_format=DataFormat.MULTIJSON,
+                                    additional_tags=[tag])
         descriptor = StreamDescriptor(io.BytesIO(body), source_id=uuid.uuid5(_SOURCE_NS, tag), is_compressed=False,
-                                      stream_name=f"{tag.replace(':', '-')}.json", size=len(body))
+                                      stream_name=f"{table}-{uuid.uuid5(_SOURCE_NS, tag)}.json", size=len(body))
         self._ingest.ingest_from_stream(descriptor, props)
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    for i in range(0, len(values), _IDS_PER_QUERY):
+        yield values[i:i + _IDS_PER_QUERY]
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _model_version(r: Any) -> ModelVersion:
+    metrics = _dynamic(r["Metrics"]) or {}
+    status = str(r["Status"] or ModelStatus.CANDIDATE)
+    return ModelVersion(
+        name=str(r["ModelName"]), version=str(r["Version"]),
+        class_names=tuple(str(c) for c in (_dynamic(r["ClassNames"]) or ())),
+        metrics={str(k): float(v) for k, v in metrics.items()}, artifact_uri=str(r["ArtifactUri"] or ""),
+        status=ModelStatus(status) if status in ModelStatus._value2member_map_ else ModelStatus.CANDIDATE,
+        created_at=_aware(r["CreatedAt"]), trained_on_labels=int(r["TrainedOnLabels"] or 0),
+    )
+
+
+def _model_version_row(mv: ModelVersion, now: datetime, status: ModelStatus | None = None) -> dict[str, Any]:
+    return {"ModelName": mv.name, "Version": mv.version, "ClassNames": list(mv.class_names),
+            "Metrics": dict(mv.metrics), "ArtifactUri": mv.artifact_uri, "Status": (status or mv.status).value,
+            "CreatedAt": _iso(mv.created_at or now), "TrainedOnLabels": int(mv.trained_on_labels),
+            "RecordedAt": _iso(now)}
 
 
 def _items(rows: list[Any]) -> tuple[SelectedItem, ...]:

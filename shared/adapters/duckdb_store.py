@@ -274,7 +274,20 @@ class DuckDBStore:
             "labeled_at": pa.array(_naive_utc_many([lb.labeled_at for lb in labels]), pa.timestamp("us")),
             "recorded_at": pa.array([now] * len(labels), pa.timestamp("us")),
         })
-        return self._insert("labels", rows)
+        with self._cursor() as con:
+            before = _scalar(con, "SELECT count(*) FROM labels")
+            con.register("incoming", rows)
+            try:  # an item's current label given again (a repeated or cumulative export) is not new
+                con.execute("""
+                    INSERT INTO labels SELECT i.* FROM incoming i
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM (SELECT item_id, arg_max(label, recorded_at) AS label FROM labels
+                                       GROUP BY item_id) c
+                        WHERE c.item_id = i.item_id AND c.label = i.label)
+                    ON CONFLICT DO NOTHING""")
+            finally:
+                con.unregister("incoming")
+            return _scalar(con, "SELECT count(*) FROM labels") - before
 
     def list_labels(self) -> list[Label]:
         """The current label of every labeled item (the most recently recorded answer wins)."""
@@ -285,6 +298,11 @@ class DuckDBStore:
                 "GROUP BY item_id ORDER BY item_id"
             ).fetchall()
         return [Label(r[0], r[1], r[2], r[3], _aware(r[4])) for r in rows]
+
+    def awaiting_labels(self) -> int:
+        with self._cursor() as con:
+            return _scalar(con, "SELECT count(DISTINCT s.item_id) FROM selections s WHERE s.handed_off "
+                                "AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.item_id = s.item_id)")
 
     def count_labels(self) -> int:
         with self._cursor() as con:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from shared.core.exports import REPORT_SUFFIX, is_export_name, item_id_for_url, parse_export
 from shared.core.records import Label
 from shared.errors import ConfigurationError, ExportFormatError, Problem
-from shared.ports import ObjectStore, PredictionStore, RetrainRequest, RetrainRequests
+from shared.ports import LabelingExports, ObjectStore, PredictionStore, RetrainRequest, RetrainRequests
 
 log = logging.getLogger(__name__)
 
@@ -266,3 +266,30 @@ class ExportIntake:
     def stats(self) -> dict[str, object]:
         return {**self.labels.stats(), "quarantined_exports": self.quarantined()}
 
+
+# --- the automatic export ----------------------------------------------------------------------
+class ExportRequester:
+    """Asks the labeling project to export its labels while items handed to labeling await a label,
+    so no person has to click Export. The export lands in the exports container, where the blob
+    trigger records it; exports are cumulative, and recording skips labels already current."""
+
+    def __init__(self, store: PredictionStore, labeling: LabelingExports | None) -> None:
+        self._store = store
+        self._labeling = labeling
+
+    def run(self) -> dict[str, object]:
+        awaiting = self._store.awaiting_labels()
+        if self._labeling is None:
+            return {"status": "skipped", "reason": "no labeling project to ask (embedded backend)",
+                    "awaiting": awaiting}
+        if awaiting == 0:
+            return {"status": "skipped", "reason": "no item awaits a label", "awaiting": 0}
+        summary = self._labeling.export_labels()
+        log.info("asked for a labeling export: %d items await labels (%s)", awaiting, summary)
+        return {"status": "exported", "awaiting": awaiting, "summary": _as_dict(summary)}
+
+
+def _as_dict(value: object) -> object:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)

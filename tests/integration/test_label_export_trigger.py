@@ -40,11 +40,15 @@ def test_the_app_indexes_the_label_functions_with_their_bindings():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     functions = json.loads(out.stdout.strip().splitlines()[-1])
-    assert sorted(functions) == ["labels_export", "labels_replay", "labels_stats"]
+    assert sorted(functions) == ["labels_export", "labels_export_now", "labels_replay", "labels_request_export",
+                                 "labels_stats"]
     (blob,) = functions["labels_export"]
-    assert (blob["type"], blob["direction"], blob["path"], blob["connection"]) == (
-        "blobTrigger", "IN", "aml-exports/Labeling/export/{name}", "AL_STORAGE")
-    for name, route, method in (("labels_replay", "labels/replay", "POST"), ("labels_stats", "labels/stats", "GET")):
+    assert (blob["type"], blob["direction"], blob["path"], blob["connection"], blob["source"]) == (
+        "blobTrigger", "IN", "aml-exports/Labeling/export/{name}", "AL_EXPORTS_STORAGE", "EventGrid")
+    (timer,) = functions["labels_request_export"]
+    assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%AL_EXPORT_SCHEDULE%")
+    for name, route, method in (("labels_replay", "labels/replay", "POST"), ("labels_stats", "labels/stats", "GET"),
+                                ("labels_export_now", "labels/export", "POST")):
         trigger = next(b for b in functions[name] if b["type"] == "httpTrigger")
         assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, [method], "ADMIN")
 
@@ -54,7 +58,9 @@ def app(azurite):
     """The stage's functions from a freshly indexed app, wired to Azurite (unique containers)."""
     tag = uuid.uuid4().hex[:8]
     settings = load_settings(
-        stages="label_export_trigger", storage_connection_string=azurite.connection_string,
+        backend="azure", stages="label_export_trigger", storage_connection_string=azurite.connection_string,
+        adx_cluster_uri="http://127.0.0.1:9", aml_subscription_id="s", aml_resource_group="r", aml_workspace="w",
+        aml_labeling_job="job",
         exports_container=f"exports-{tag}", quarantine_container=f"quarantine-{tag}",
         retrain_queue=f"retrain-{tag}", retrain_state_container=f"state-{tag}",
         class_names="cat,dog", retrain_threshold=3, model_name="m")

@@ -16,7 +16,7 @@ import pytest
 from azure.kusto.data import KustoClient, KustoConnectionStringBuilder
 from werkzeug import Request, Response
 
-from shared.adapters.adx_store import AdxSelectionStore
+from shared.adapters.adx_store import AdxStore
 from shared.core import kql
 from shared.core.records import SelectedItem, Selection
 from shared.core.selection import CandidateFilter
@@ -77,7 +77,7 @@ class FakeIngest:
 def adx(httpserver):
     server = LocalKusto(httpserver)
     ingest = FakeIngest()
-    return server, AdxSelectionStore(server.client(), database="al", ingest=ingest), ingest
+    return server, AdxStore(server.client(), database="al", ingest=ingest), ingest
 
 
 def test_top_k_sends_the_shipped_query_with_values_only_as_parameters(adx, kusto):
@@ -137,7 +137,7 @@ def test_record_then_mark_handed_off_appends_to_selections(adx):
     rows, props = ingest.calls[0]
     assert [r["ItemId"] for r in rows] == ["x", "y"] and not any(r["HandedOff"] for r in rows)
     assert rows[0]["SelectedAt"] == "2026-03-01T12:00:00Z"
-    assert props.table == "Selections" and props.ingest_if_not_exists == ["selection:b1"]
+    assert props.table == "Selections" and props.additional_tags == ["selection:b1"]
 
     server.answers["pending_handoffs"] = [
         {"BatchId": "b1", "Strategy": "margin", "ModelName": "m", "ModelVersion": "v1",
@@ -148,7 +148,7 @@ def test_record_then_mark_handed_off_appends_to_selections(adx):
     store.mark_handed_off("b1")
     rows, props = ingest.calls[1]
     assert [r["ItemId"] for r in rows] == ["x", "y"] and all(r["HandedOff"] for r in rows)
-    assert props.ingest_by_tags == ["handed-off:b1"]
+    assert props.additional_tags == ["handed-off:b1"]
 
 
 def test_selected_items_use_a_dynamic_parameter(adx):
