@@ -2,8 +2,8 @@
 
 The deployment's code folder holds this file and the project's ``shared`` package; the model folder
 (``AZUREML_MODEL_DIR``) holds the registry's files for one version: ``model.onnx`` and
-``meta.json`` (class names; name and version if present, else ``AL_MODEL_NAME`` / ``AL_MODEL_VERSION``
-or the folder names ``<name>/<version>/``). Scoring goes through
+``meta.json`` (class names). The name and version come from the mount path
+``.../azureml-models/<name>/<version>`` (see :func:`model_identity`). Scoring goes through
 :func:`shared.model.scoring.score_items`, the path the simulation uses, and every result is handed
 to the monitoring client (``AL_COLLECTOR_URL``, function key ``AL_COLLECTOR_KEY``), which never
 blocks or fails the request.
@@ -55,14 +55,30 @@ def init() -> None:
     if onnx_path is None:
         raise FileNotFoundError(f"no model.onnx under AZUREML_MODEL_DIR={model_dir}")
     meta = json.loads((onnx_path.parent / "meta.json").read_text())
-    name = meta.get("name") or os.environ.get("AL_MODEL_NAME") or onnx_path.parent.parent.name
-    version = str(meta.get("version") or os.environ.get("AL_MODEL_VERSION") or onnx_path.parent.name)
+    name, version = model_identity(model_dir, onnx_path, meta)
     model = ModelVersion(name=name, version=version, class_names=tuple(meta["class_names"]))
     url = os.environ.get("AL_COLLECTOR_URL", "")
     client = MonitoringClient.for_collector(url, key=os.environ.get("AL_COLLECTOR_KEY") or None) if url else None
     if client is None:
         log.warning("AL_COLLECTOR_URL is not set: scoring results are not collected")
     _endpoint = _Endpoint(model, OnnxScorer(onnx_path.read_bytes(), model.class_names), Featurizer(), client)
+
+
+def model_identity(model_dir: Path, onnx_path: Path, meta: dict[str, Any]) -> tuple[str, str]:
+    """(name, version) of the model this container serves.
+
+    Azure ML mounts a registered model at ``AZUREML_MODEL_DIR=.../azureml-models/<name>/<version>``,
+    with the registered folder inside it (``.../<version>/model/model.onnx``): the mount path is the
+    truth, and it changes with every redeploy of a new version. Outside Azure ML (tests, a local
+    folder) ``meta.json`` or ``AL_MODEL_NAME``/``AL_MODEL_VERSION`` name it, else the folders
+    ``<name>/<version>/model.onnx``.
+    """
+    parts = model_dir.resolve().parts
+    if len(parts) >= 3 and parts[-3] == "azureml-models":
+        return parts[-2], parts[-1]
+    name = meta.get("name") or os.environ.get("AL_MODEL_NAME") or onnx_path.parent.parent.name
+    version = str(meta.get("version") or os.environ.get("AL_MODEL_VERSION") or onnx_path.parent.name)
+    return str(name), version
 
 
 def run(raw_data: str | bytes) -> dict[str, Any]:

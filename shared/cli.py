@@ -47,7 +47,60 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
     s.add_argument("--out", type=Path, default=Path("runs/latest"))
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    b = sub.add_parser("bootstrap", help="make a model version the first serving one (endpoint + ADX), Azure backend")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model-dir", type=Path, help="a folder with model.onnx, head.npz and meta.json "
+                     "(what the project's trainer writes)")
+    src.add_argument("--aml-model", help="a model already registered in Azure ML, as NAME:VERSION")
+    b.add_argument("--classes", default=None, help="comma-separated class names, in the model's order "
+                   "(default: the folder's meta.json)")
+    b.add_argument("--collector-url", default="", help="the scoring_collector's /api/predictions URL for the "
+                   "scoring script's monitoring client (AL_COLLECTOR_URL of the deployment)")
+    b.add_argument("--instance-type", default="Standard_DS3_v2")
+    b.add_argument("--image", default="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest")
+    b.add_argument("--timeout-minutes", type=float, default=60)
     return p
+
+
+def bootstrap(args: argparse.Namespace) -> int:
+    """``al bootstrap``: register, deploy and record the first serving version, from the app settings
+    in the environment (AL_BACKEND=azure, AL_ADX_*, AL_AML_*, AL_MODEL_NAME)."""
+    import shutil
+    import tempfile
+
+    from shared.adapters.azureml import AzureMLAdapter, build_ml_client
+    from shared.backends import Backend
+    from shared.services.bootstrap import bootstrap as run_bootstrap
+    from shared.settings import get_settings, require_azure_settings
+
+    settings = get_settings()
+    if settings.backend != "azure":
+        raise ActiveLearningError("al bootstrap is for the Azure backend (set AL_BACKEND=azure and the AL_ADX_*, "
+                                  "AL_AML_* settings); the simulation bootstraps its own model")
+    require_azure_settings(settings, ("selector_timer",))
+    for name in ("aml_subscription_id", "aml_resource_group", "aml_workspace", "aml_endpoint", "aml_deployment"):
+        if not getattr(settings, name):
+            raise ActiveLearningError(f"setting AL_{name.upper()} is missing")
+    ml = build_ml_client(subscription_id=settings.aml_subscription_id, resource_group=settings.aml_resource_group,
+                         workspace=settings.aml_workspace)
+    aml = AzureMLAdapter(ml, endpoint=settings.aml_endpoint, deployment=settings.aml_deployment)
+    root = Path(__file__).resolve().parents[1]
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
+    with tempfile.TemporaryDirectory() as code:  # only what the scoring script imports is uploaded
+        shutil.copytree(root / "scoring", Path(code) / "scoring", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(root / "shared", Path(code) / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+        deployment = {"code_dir": code, "scoring_script": "scoring/score.py",
+                      "conda_file": str(root / "training" / "environment" / "conda.yaml"), "image": args.image,
+                      "instance_type": args.instance_type,
+                      "environment_variables": {"AL_COLLECTOR_URL": args.collector_url} if args.collector_url else {}}
+        name, _, version = (args.aml_model or "").partition(":")
+        if args.aml_model and (name != settings.model_name or not version):
+            raise ActiveLearningError(f"--aml-model must be {settings.model_name}:<version> (AL_MODEL_NAME)")
+        mv = run_bootstrap(Backend(settings).store, aml, model_name=settings.model_name, model_dir=args.model_dir,
+                           aml_version=version or None, class_names=classes, deployment=deployment,
+                           timeout_s=args.timeout_minutes * 60)
+    print(f"{mv.name}:{mv.version} serves {len(mv.class_names)} classes; recorded in ADX as the serving version")
+    return 0
 
 
 def _sizes(args: argparse.Namespace, dataset: str, n_items: int) -> dict[str, int]:
@@ -147,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return simulate(args)
+        if args.command == "bootstrap":
+            return bootstrap(args)
     except ActiveLearningError as exc:
         print(f"al: error: {exc}", file=sys.stderr)
         return 2

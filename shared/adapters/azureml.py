@@ -102,6 +102,53 @@ class AzureMLAdapter:
         return {"state": state, "detail": f"{self._endpoint}/{self._deployment} serves {deployment.model}"}
 
 
+    def register_model(self, name: str, model_dir: str, *, tags: dict[str, str], description: str = "") -> str:
+        """Register a model folder (``model.onnx``, ``head.npz``, ``meta.json``) as a new version of
+        ``name``; return the version Azure ML gave it."""
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Model
+
+        created = self._ml.models.create_or_update(Model(name=name, path=model_dir, type=AssetTypes.CUSTOM_MODEL,
+                                                         tags=tags, description=description))
+        return str(created.version)
+
+    def ensure_deployment(self, name: str, version: str, *, code_dir: str, scoring_script: str, conda_file: str,
+                          image: str, instance_type: str, environment_variables: dict[str, str]) -> None:
+        """Point the deployment at ``name:version``, creating the endpoint and the deployment (the
+        project's scoring script on a conda environment) the first time; do not wait."""
+        try:
+            self._ml.online_deployments.get(name=self._deployment, endpoint_name=self._endpoint)
+        except Exception as exc:
+            if type(exc).__name__ != "ResourceNotFoundError":
+                raise
+        else:
+            self.start_deploy(name, version)
+            return
+        from azure.ai.ml.entities import (
+            CodeConfiguration,
+            Environment,
+            ManagedOnlineDeployment,
+            ManagedOnlineEndpoint,
+        )
+
+        try:
+            self._ml.online_endpoints.get(name=self._endpoint)
+        except Exception as exc:
+            if type(exc).__name__ != "ResourceNotFoundError":
+                raise
+            endpoint = ManagedOnlineEndpoint(name=self._endpoint, auth_mode="aml_token",
+                                             description="active-learning loop: the serving model")
+            self._ml.online_endpoints.begin_create_or_update(endpoint).result()
+        deployment = ManagedOnlineDeployment(
+            name=self._deployment, endpoint_name=self._endpoint, model=f"azureml:{name}:{version}",
+            code_configuration=CodeConfiguration(code=code_dir, scoring_script=scoring_script),
+            environment=Environment(conda_file=conda_file, image=image), instance_type=instance_type,
+            instance_count=1, environment_variables=environment_variables,
+        )
+        self._ml.online_deployments.begin_create_or_update(deployment)
+        log.info("deployment %s/%s: creating with %s:%s", self._endpoint, self._deployment, name, version)
+
+
 def _model_ref_matches(ref: str, name: str, version: str) -> bool:
     """``azureml:name:version`` or an ARM id ending in ``/models/name/versions/version``."""
     return ref == f"azureml:{name}:{version}" or ref.rstrip("/").endswith(f"/models/{name}/versions/{version}")

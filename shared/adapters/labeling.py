@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolicy
+from azure.core.pipeline.policies import HeadersPolicy, RequestIdPolicy, RetryPolicy, UserAgentPolicy
 from azure.core.polling import LROPoller
 from azure.core.rest import HttpRequest
 from azure.mgmt.core import ARMPipelineClient
+from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy, ARMHttpLoggingPolicy
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ class AzureMLLabelingExports:
         self._base = arm_url.rstrip("/")
         self._client = ARMPipelineClient(
             base_url=self._base,
-            policies=[BearerTokenCredentialPolicy(credential, f"{self._base}/.default"),
-                      RetryPolicy(retry_total=retry_total, retry_backoff_factor=0.5)],
+            policies=[RequestIdPolicy(), HeadersPolicy(), UserAgentPolicy("azure-active-learning"),
+                      RetryPolicy(retry_total=retry_total, retry_backoff_factor=0.5),
+                      ARMChallengeAuthenticationPolicy(credential, f"{self._base}/.default"), ARMHttpLoggingPolicy()],
         )
         self._path = (f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/"
                       f"Microsoft.MachineLearningServices/workspaces/{workspace}/labelingJobs/{labeling_job}")
@@ -63,11 +65,13 @@ class AzureMLLabelingExports:
         request = HttpRequest("POST", f"{self._base}{self._path}/exportLabels", params={"api-version": API_VERSION},
                               json={"format": self._format})
         # As generated Azure SDK clients do: the pipeline's own response object is what ARMPolling reads.
-        initial = self._client._pipeline.run(request, stream=False)
+        # A token goes only over TLS, except to a loopback test server configured as AL_AML_ARM_URL.
+        options = {"enforce_https": not self._base.startswith(("http://127.0.0.1", "http://localhost"))}
+        initial = self._client._pipeline.run(request, stream=False, **options)
         initial.http_response.raise_for_status()
         poller: LROPoller[dict[str, Any]] = LROPoller(
             self._client, initial, _json,
-            ARMPolling(self._interval, lro_options={"final-state-via": "location"}),
+            ARMPolling(self._interval, lro_options={"final-state-via": "location"}, **options),
         )
         body = poller.result(timeout=timeout) or {}
         summary = ExportSummary(self._job, str(body.get("format") or self._format),

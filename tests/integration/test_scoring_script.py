@@ -122,3 +122,17 @@ def test_a_dead_collector_does_not_fail_scoring(model_dir, monkeypatch, rng):
     assert len(answer["predictions"]) == 1
     script._endpoint.client.close(timeout=0.2)
     assert script._endpoint.client.stats.sent == 0
+
+
+def test_the_model_identity_is_the_azure_ml_mount_path_not_the_registered_folder(tmp_path, monkeypatch):
+    """Azure ML mounts ``<name>/<version>`` with the registered folder ``model/`` inside: the version is
+    the mount's, and a redeploy of version 6 serves as 6 even with a stale AL_MODEL_VERSION."""
+    script = load_script()
+    mount = tmp_path / "var" / "azureml-app" / "azureml-models" / "glyphs" / "6"
+    (mount / "model").mkdir(parents=True)
+    onnx = mount / "model" / "model.onnx"
+    monkeypatch.setenv("AL_MODEL_VERSION", "5")
+    assert script.model_identity(mount, onnx, {"class_names": ["a"]}) == ("glyphs", "6")
+    monkeypatch.delenv("AL_MODEL_VERSION")
+    local = tmp_path / "models" / "m" / "3"
+    assert script.model_identity(local, local / "model.onnx", {}) == ("m", "3")

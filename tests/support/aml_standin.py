@@ -1,0 +1,229 @@
+"""Azure ML for the Azure-loop tests: Data Labeling's ``exportLabels`` over HTTP, and the workspace's
+models, data assets and online deployment as a fake at the adapter's port. Test support only.
+
+* :class:`LabelingStandIn` is an HTTP server on loopback answering the ARM long-running operation
+  ``POST .../labelingJobs/{id}/exportLabels`` (202 + ``Location``, then 200 with the export summary)
+  that the product's :class:`shared.adapters.labeling.AzureMLLabelingExports` calls. Its "labelers"
+  are an oracle: every item in the labeling input container gets its true label, and the export —
+  cumulative, as Azure ML writes it — is a CSV in the exports container. The test then delivers the
+  Event Grid ``BlobCreated`` event, as Event Grid would.
+* :class:`StandinAzureML` has the methods of :class:`shared.adapters.azureml.AzureMLAdapter` and keeps
+  everything in Azurite (container ``aml-standin``), so the dispatch app's process, the GitHub
+  stand-in's "workflow" and the test share one workspace: registered models with their tags and
+  files, data assets, and the deployment (which reaches ``Succeeded`` shortly after an update).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient
+from werkzeug import Request, Response
+from werkzeug.serving import make_server
+
+from shared.adapters.azureml import RegisteredModel, _version_key
+from shared.core.exports import datastore_url, write_csv_export
+from shared.core.naming import item_id_from_path
+from shared.core.orchestration import TAG_CORRELATION, baseline_tag, metric_tag
+
+CONTAINER = "aml-standin"
+MODEL_FILES = ("model.onnx", "head.npz", "meta.json")
+
+
+class StandinAzureML:
+    """The workspace's models, data assets and online deployment, kept in Azurite."""
+
+    def __init__(self, connection_string: str, *, deploy_seconds: float = 0.5) -> None:
+        self._service = BlobServiceClient.from_connection_string(connection_string)
+        self._box = self._service.get_container_client(CONTAINER)
+        with contextlib.suppress(ResourceExistsError):
+            self._box.create_container()
+        self._deploy_seconds = deploy_seconds
+        self._lock = threading.Lock()
+
+    def _get(self, name: str) -> bytes | None:
+        try:
+            return self._box.get_blob_client(name).download_blob().readall()  # type: ignore[no-any-return]
+        except ResourceNotFoundError:
+            return None
+
+    def _put(self, name: str, data: bytes) -> None:
+        self._box.get_blob_client(name).upload_blob(data, overwrite=True)
+
+    # --- the adapter's methods ---------------------------------------------------------------
+    def register_manifest(self, *, name: str, version: str, uri: str, description: str = "",
+                          tags: dict[str, str] | None = None) -> str:
+        self._put(f"data/{name}/{version}.json", json.dumps({"uri": uri, "tags": tags or {}}).encode())
+        return f"azureml:{name}:{version}"
+
+    def register_model(self, name: str, model_dir: str, *, tags: dict[str, str], description: str = "") -> str:
+        with self._lock:
+            versions = [b.name.split("/")[2] for b in self._box.list_blobs(name_starts_with=f"models/{name}/")]
+            version = str(max((int(v) for v in versions if v.isdigit()), default=0) + 1)
+            for file in MODEL_FILES:
+                path = Path(model_dir) / file
+                if path.is_file():
+                    self._put(f"models/{name}/{version}/{file}", path.read_bytes())
+            self._put(f"models/{name}/{version}/tags.json", json.dumps(tags).encode())
+        return version
+
+    def find_model(self, name: str, correlation_id: str, *, metric: str) -> RegisteredModel | None:
+        found = [m for m in self.models(name) if m.tags.get(TAG_CORRELATION) == correlation_id]
+        if not found:
+            return None
+        m = max(found, key=lambda m: _version_key(m.version))
+        return RegisteredModel(name, m.version, _float(m.tags.get(metric_tag(metric))),
+                               _float(m.tags.get(baseline_tag(metric))), m.tags)
+
+    def ensure_deployment(self, name: str, version: str, **_: Any) -> None:
+        self.start_deploy(name, version)
+
+    def start_deploy(self, name: str, version: str) -> None:
+        self._put("deployment.json", json.dumps({"model": f"azureml:{name}:{version}", "state": "Updating",
+                                                 "since": time.time()}).encode())
+
+    def deploy_state(self, name: str, version: str) -> dict[str, str]:
+        doc = self.deployment()
+        if doc is None:
+            return {"state": "NotFound", "detail": "no deployment"}
+        if doc["state"] == "Updating" and time.time() - doc["since"] >= self._deploy_seconds:
+            doc["state"] = "Succeeded"
+            self._put("deployment.json", json.dumps(doc).encode())
+        state = doc["state"] if doc["model"] == f"azureml:{name}:{version}" else "Updating"
+        return {"state": state, "detail": f"serves {doc['model']}"}
+
+    # --- what the test and the GitHub stand-in read ------------------------------------------
+    def deployment(self) -> dict[str, Any] | None:
+        raw = self._get("deployment.json")
+        return json.loads(raw) if raw else None
+
+    def models(self, name: str) -> list[RegisteredModel]:
+        out = []
+        for blob in self._box.list_blobs(name_starts_with=f"models/{name}/"):
+            if blob.name.endswith("/tags.json"):
+                version = blob.name.split("/")[2]
+                tags = json.loads(self._get(blob.name) or b"{}")
+                out.append(RegisteredModel(name, version, None, None, tags))
+        return sorted(out, key=lambda m: _version_key(m.version))
+
+    def download_model(self, name: str, version: str, into: Path) -> Path:
+        into.mkdir(parents=True, exist_ok=True)
+        for file in MODEL_FILES:
+            data = self._get(f"models/{name}/{version}/{file}")
+            if data is not None:
+                (into / file).write_bytes(data)
+        return into
+
+    def data_uri(self, ref: str) -> str:
+        """``azureml:<name>:<version>`` -> the URI the asset was registered with."""
+        _, name, version = ref.split(":")
+        raw = self._get(f"data/{name}/{version}.json")
+        if raw is None:
+            raise KeyError(f"no data asset {ref}")
+        return str(json.loads(raw)["uri"])
+
+
+class LabelingStandIn:
+    """``exportLabels`` of one Data Labeling project, answered by an oracle on loopback."""
+
+    def __init__(self, connection_string: str, *, job: str, oracle: Callable[[str], str | None],
+                 labeling_container: str, exports_container: str, exports_prefix: str = "Labeling/export/",
+                 datastore: str = "workspaceblobstore") -> None:
+        self._service = BlobServiceClient.from_connection_string(connection_string)
+        self._job = job
+        self._oracle = oracle
+        self._labeling = labeling_container
+        self._exports = exports_container
+        self._prefix = exports_prefix
+        self._datastore = datastore
+        self._labels: dict[str, tuple[str, str]] = {}  # labeling-input name -> (url, label)
+        self._operations: dict[str, dict[str, Any]] = {}
+        self.exports: list[str] = []  # blob names written, in order
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> LabelingStandIn:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> LabelingStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        response = self._handle(request)
+        return response(environ, start_response)
+
+    def _handle(self, request: Request) -> Response:
+        if not request.headers.get("Authorization", "").startswith("Bearer "):
+            return _json({"error": {"code": "AuthenticationFailed", "message": "no bearer token"}}, 401)
+        path = request.path
+        if request.method == "POST" and path.endswith(f"/labelingJobs/{self._job}/exportLabels"):
+            if request.args.get("api-version", "") == "":
+                return _json({"error": {"code": "MissingApiVersionParameter", "message": "api-version"}}, 400)
+            body = request.get_json(silent=True) or {}
+            if body.get("format") not in ("CSV", "Coco", "Dataset"):
+                return _json({"error": {"code": "BadRequest", "message": f"format {body.get('format')!r}"}}, 400)
+            with self._lock:
+                self.requests += 1
+                op = f"op{self.requests}"
+                self._operations[op] = self._export()
+            location = f"{self.url}/operations/{op}?api-version={request.args['api-version']}"
+            return Response(status=202, headers={"Location": location, "Retry-After": "0"})
+        if request.method == "GET" and path.startswith("/operations/"):
+            summary = self._operations.get(path.rsplit("/", 1)[-1])
+            return _json(summary, 200) if summary else _json({"error": {"code": "NotFound"}}, 404)
+        if "/labelingJobs/" in path:
+            return _json({"error": {"code": "ResourceNotFound", "message": f"no labeling job at {path}"}}, 404)
+        return _json({"error": {"code": "NotFound", "message": path}}, 404)
+
+    def _export(self) -> dict[str, Any]:
+        """Label what the labelers were given, then write every label so far as one CSV export."""
+        container = self._service.get_container_client(self._labeling)
+        with contextlib.suppress(ResourceNotFoundError):
+            for blob in container.list_blobs():
+                if blob.name in self._labels:
+                    continue
+                label = self._oracle(item_id_from_path(blob.name))
+                if label is not None:
+                    url = datastore_url(self._datastore, f"{self._labeling}/{blob.name}")
+                    self._labels[blob.name] = (url, label)
+        name = f"{self._prefix}csv/{self._job}_{len(self.exports) + 1:04d}.csv"
+        exports = self._service.get_container_client(self._exports)
+        with contextlib.suppress(ResourceExistsError):
+            exports.create_container()
+        exports.upload_blob(name, write_csv_export(sorted(self._labels.values())), overwrite=True)
+        self.exports.append(name)
+        return {"format": "CSV", "labelingJobId": self._job, "exportedRowCount": len(self._labels),
+                "containerName": self._exports, "snapshotPath": name}
+
+    def blob_url(self, name: str) -> str:
+        return str(self._service.get_blob_client(self._exports, name).url)
+
+
+def _json(body: Any, status: int) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
