@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 ARGS   ?=
 
-.PHONY: install simulate test bench lint typecheck clean
+.PHONY: install simulate test e2e bench lint typecheck clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ simulate: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# The four function apps as four processes on the Azure backend, against Azurite and the ADX, GitHub and
+# Azure ML stand-ins (tests/e2e; part of make test too). Writes runs/e2e/azure-loop.json.
+e2e: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest tests/e2e -m e2e -v $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -1,9 +1,14 @@
 """Index the function app the way the host does, once per process."""
 
 import importlib
+import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from shared.settings import STAGES, load_settings
 
@@ -33,3 +38,37 @@ def test_stages_setting_picks_the_blueprints(tmp_path):
 
 def test_all_stages_by_default():
     assert load_settings().stage_names == STAGES
+
+
+AZURE_NEEDS = {
+    "scoring_collector": {"AL_ADX_CLUSTER_URI", "AL_STORAGE_ACCOUNT_URL"},
+    "selector_timer": {"AL_ADX_CLUSTER_URI", "AL_STORAGE_ACCOUNT_URL"},
+    "label_export_trigger": {"AL_ADX_CLUSTER_URI", "AL_STORAGE_ACCOUNT_URL", "AL_EXPORTS_ACCOUNT_URL",
+                             "AL_AML_SUBSCRIPTION_ID", "AL_AML_RESOURCE_GROUP", "AL_AML_WORKSPACE",
+                             "AL_AML_LABELING_JOB"},
+    "github_dispatch": {"AL_ADX_CLUSTER_URI", "AL_STORAGE_ACCOUNT_URL", "AL_GITHUB_REPOSITORY", "AL_GITHUB_TOKEN",
+                        "AL_AML_SUBSCRIPTION_ID", "AL_AML_RESOURCE_GROUP", "AL_AML_WORKSPACE", "AL_AML_ENDPOINT",
+                        "AL_AML_DEPLOYMENT"},
+}
+
+
+def _start(env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AL_")}
+    return subprocess.run([sys.executable, "-c", "import function_app"], capture_output=True, text=True,
+                          env={**clean, **env}, cwd=Path(__file__).resolve().parents[2])
+
+
+@pytest.mark.parametrize("stage", sorted(AZURE_NEEDS))
+def test_on_azure_a_missing_setting_stops_the_app_at_start_up_naming_it(stage, tmp_path):
+    """No local fallback: an Azure app without its settings does not start, and says which to set."""
+    failed = _start({"AL_BACKEND": "azure", "AL_STAGES": stage, "AL_DATA_DIR": str(tmp_path)})
+    assert failed.returncode != 0
+    line = failed.stderr.strip().splitlines()[-1]
+    assert line.startswith("shared.errors.ConfigurationError: setting "), failed.stderr
+    named = set(re.findall(r"AL_[A-Z_]+", line.split("missing")[0]))
+    assert named == AZURE_NEEDS[stage], line
+    every = {name: "https://x.example" if "URI" in name or "URL" in name else "o/r" if "REPOSITORY" in name
+             else "x" for name in AZURE_NEEDS[stage]}
+    started = _start({"AL_BACKEND": "azure", "AL_STAGES": stage, "AL_DATA_DIR": str(tmp_path), **every})
+    assert started.returncode == 0, started.stderr
+    assert list(tmp_path.iterdir()) == []  # indexing wrote nothing on the instance's disk
