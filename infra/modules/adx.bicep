@@ -86,10 +86,10 @@ resource functions 'Microsoft.Kusto/clusters/databases/scripts@2023-08-15' = {
 
 resource selectorStreaming 'Microsoft.Kusto/clusters/databases/scripts@2023-08-15' = {
   parent: database
-  name: 'al-05-selector-streaming'
+  name: 'al-05-state-streaming'
   properties: {
-    scriptContent: loadTextContent('../adx/05-selector-streaming.kql')
-    forceUpdateTag: uniqueString(loadTextContent('../adx/05-selector-streaming.kql'))
+    scriptContent: loadTextContent('../adx/05-state-streaming.kql')
+    forceUpdateTag: uniqueString(loadTextContent('../adx/05-state-streaming.kql'))
     continueOnErrors: false
   }
   dependsOn: [functions]

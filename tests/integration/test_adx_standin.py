@@ -19,8 +19,8 @@ from azure.kusto.ingest import IngestionProperties, KustoStreamingIngestClient, 
 from azure.kusto.ingest.ingestion_properties import DataFormat
 from azure.storage.queue import QueueClient
 
-from shared.adapters.adx_ingest import AdxCatalog, AdxIngestor, build_ingest_client
-from shared.adapters.adx_store import AdxSelectionStore
+from shared.adapters.adx_ingest import AdxIngestor, build_ingest_client
+from shared.adapters.adx_store import AdxStore
 from shared.core import kql
 from shared.core.payload import landing_jsonl, validate_batch
 from shared.core.records import SelectedItem, Selection
@@ -92,13 +92,13 @@ def test_shipped_queries_run_with_request_parameters_and_return_typed_rows(adx):
     assert [r["ItemId"] for r in rows] == ["img-0", "img-1", "img-2"]
     assert rows[1]["Probabilities"] == [0.9, 0.1] and rows[1]["Embedding"] is None  # dynamic -> list / null
 
-    store = AdxSelectionStore(client, database=DB)
+    store = AdxStore(client, database=DB)
     flt = CandidateFilter("m", "1", np.datetime64("2026-03-01T00:00", "us"), np.datetime64("2026-03-02T00:00", "us"))
     ranked = store.top_k(flt, "margin", 2)  # `take k` with k a request parameter
     assert [(r.item_id, r.score) for r in ranked] == [("img-0", 0.0), ("img-2", pytest.approx(0.4))]
     assert isinstance(ranked[1].score, float)
 
-    counts = AdxCatalog(client, database=DB).counts_by_version()
+    counts = store.counts_by_version()
     assert [(c.model_name, c.model_version, c.predictions) for c in counts] == [("m", "1", 3)]
     assert counts[0].last_ingested_at == datetime(2026, 3, 1, 10, 1, tzinfo=UTC)  # datetime, aware UTC
     assert adx.query("UniquePredictions | count")[0]["Count"] == 3  # the stored function of infra/adx
@@ -130,7 +130,7 @@ def test_queued_ingestion_lands_rows_through_the_mapping_once_per_batch(adx):
 def test_streaming_ingestion_is_visible_to_the_very_next_query(adx):
     query = KustoClient(engine(adx))
     ingest = KustoStreamingIngestClient(engine(adx), auto_correct_endpoint=False)
-    store = AdxSelectionStore(query, database=DB, ingest=ingest)
+    store = AdxStore(query, database=DB, ingest=ingest)
     sel = selection("b1", "x", "y")
     store.record_selection(sel)
     assert store.pending_handoffs() == [sel]  # SelectedAt back as an aware datetime, Score float, Rank int
@@ -141,16 +141,17 @@ def test_streaming_ingestion_is_visible_to_the_very_next_query(adx):
 
     managed = build_ingest_client(cluster_uri=adx.url, ingest_uri=adx.url, credential=FakeCredential(),
                                   streaming=True)
-    AdxSelectionStore(query, database=DB, ingest=managed).record_selection(selection("b2", "z"))
+    AdxStore(query, database=DB, ingest=managed).record_selection(selection("b2", "z"))
     assert query.execute_query(DB, "Selections | where BatchId == 'b2' | count").primary_results[0][0][0] == 1
     for client in (query, ingest, managed):
         client.close()
 
 
 def test_streaming_needs_the_tables_streaming_policy(adx):
+    KustoClient(engine(adx)).execute_mgmt(DB, ".create-merge table NoPolicy (ItemId: string)")
     client = KustoStreamingIngestClient(engine(adx), auto_correct_endpoint=False)
-    props = IngestionProperties(DB, "Labels", data_format=DataFormat.MULTIJSON)
-    with pytest.raises(KustoServiceError, match="Streaming ingestion policy is not enabled for table 'Labels'"):
+    props = IngestionProperties(DB, "NoPolicy", data_format=DataFormat.MULTIJSON)
+    with pytest.raises(KustoServiceError, match="Streaming ingestion policy is not enabled for table 'NoPolicy'"):
         client.ingest_from_stream(StreamDescriptor(io.BytesIO(b'{"ItemId": "x"}'), is_compressed=False), props)
     client.close()
 
@@ -185,9 +186,10 @@ def test_down_fails_queries_and_streaming_and_holds_queued_work(adx, azurite):
 
 def test_queries_the_standin_cannot_run_raise_naming_the_problem(adx):
     client = KustoClient(engine(adx))
-    store = AdxSelectionStore(client, database=DB)
+    store = AdxStore(client, database=DB)
     with pytest.raises(KustoServiceError, match=r"ingestion_time\(\) is not supported"):
-        store.serving_version("m")  # serving_version.kql reads ingestion_time()
+        client.execute_query(DB, "ModelVersions | extend At = ingestion_time()")
+    assert store.serving_version("m") is None  # the shipped query reads RecordedAt instead
     with pytest.raises(KustoServiceError, match="MvapplyOperator"):
         client.execute_query(DB, "Predictions | mv-apply p = Probabilities to typeof(real) on (take 1)")
     with pytest.raises(KustoServiceError, match=r"Semantic error: .*NoSuchColumn"):

@@ -299,7 +299,7 @@ class AdxStandIn:
             raise KustoFailure("Syntax error: the request has no query text")
         if csl.lstrip().startswith("."):
             raise KustoFailure("a management command was sent to the query endpoint; use /v1/rest/mgmt")
-        if _INGESTION_TIME.search(csl):
+        if _INGESTION_TIME.search(re.sub(r"//[^\n]*", "", csl)):  # not in a comment
             raise KustoFailure("ADX stand-in cannot execute this query: ingestion_time() is not supported "
                                "(duckdb-kql keeps no ingestion time)", code="BadRequest_NotSupported")
         with self._lock:

@@ -243,7 +243,7 @@ def test_duckdb_kql_sorts_dynamic_numbers_as_text():
     assert top == [(0.73,)]
 
 
-@pytest.mark.parametrize("name", ["pending_handoffs", "selected_items", "labeled_set", "serving_version"])
+@pytest.mark.parametrize("name", ["pending_handoffs", "selected_items", "labeled_set"])  # the rest: test_adx_store
 def test_bookkeeping_queries_run_where_duckdb_kql_allows(world, name):
     _, _, _, con = world
     values: dict[str, object] = {"model_name": "m"} if "model_name" in kql.declared(kql.load(name)) else {}
