@@ -48,7 +48,7 @@ from shared.settings import load_settings
 from shared.sim.glyphs import GLYPH_CLASSES, render_glyphs67
 from shared.training.train import train
 from tests.support.aml_standin import LabelingStandIn, StandinAzureML
-from tests.support.e2e_app import StaticTokenCredential
+from tests.support.credentials import StaticTokenCredential
 from tests.support.github_standin import GitHubStandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -136,7 +136,7 @@ class Loop:
     def serving(self) -> tuple[str, list[str]]:
         doc = self.aml.deployment()
         assert doc is not None, "nothing is deployed"
-        _, name, version = doc["model"].split(":")
+        version = doc["model"].rsplit(":", 1)[1]
         return version, self.data.class_names
 
     def model_files(self, version: str) -> Path:
@@ -326,7 +326,8 @@ def test_three_rounds_of_the_azure_loop_across_four_processes(loop):
     assert len(loop.github.dispatches) == ROUNDS, "no training twice"
     versions = [r["serving_version"] for r in rounds]
     assert len(set(versions)) == ROUNDS + 1, versions
-    assert [selected_under[b] for b in sorted(selected_under)] == versions[:ROUNDS], "each selection used the new version"
+    used = [selected_under[b] for b in sorted(selected_under)]
+    assert used == versions[:ROUNDS], "each round selected under the version the previous round deployed"
     assert rounds[-1]["trained_on_labels"] == ROUNDS * BATCH
     assert faults and set(faults.values()) == {"survived"}, faults
     assert rounds[-1]["test_accuracy"] > rounds[0]["test_accuracy"], rounds

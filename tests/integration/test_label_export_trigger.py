@@ -19,13 +19,14 @@ from azure.storage.queue import QueueClient
 
 from function_app import build_app
 from functions.label_export_trigger import wiring
-from shared.adapters.duckdb_store import DuckDBStore
 from shared.adapters.queues import build_queue_client
+from shared.backends import Backend
 from shared.core.exports import azureml_url, datastore_url, write_coco_export, write_csv_export, write_jsonl_export
 from shared.core.naming import labeling_name
 from shared.core.records import SelectedItem, Selection
 from shared.ports import RetrainRequest
 from shared.settings import load_settings
+from tests.support.credentials import StaticTokenCredential
 
 
 def test_the_app_indexes_the_label_functions_with_their_bindings():
@@ -53,27 +54,43 @@ def test_the_app_indexes_the_label_functions_with_their_bindings():
         assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, [method], "ADMIN")
 
 
+@pytest.fixture(scope="module")
+def adx(azurite):
+    from tests.support.adx_standin import AdxStandIn
+
+    with AdxStandIn(azurite) as standin:
+        yield standin
+
+
 @pytest.fixture
-def app(azurite):
-    """The stage's functions from a freshly indexed app, wired to Azurite (unique containers)."""
+def app(azurite, adx):
+    """The stage's functions from a freshly indexed app on the Azure backend: Azurite (unique
+    containers) for exports, quarantine and the retrain queue; ADX (the stand-in) for selections and
+    labels, as the selector app recorded them."""
+    from azure.kusto.data import KustoClient, KustoConnectionStringBuilder
+
     tag = uuid.uuid4().hex[:8]
     settings = load_settings(
         backend="azure", stages="label_export_trigger", storage_connection_string=azurite.connection_string,
-        adx_cluster_uri="http://127.0.0.1:9", aml_subscription_id="s", aml_resource_group="r", aml_workspace="w",
+        adx_cluster_uri=adx.url, aml_subscription_id="s", aml_resource_group="r", aml_workspace="w",
         aml_labeling_job="job",
         exports_container=f"exports-{tag}", quarantine_container=f"quarantine-{tag}",
         retrain_queue=f"retrain-{tag}", retrain_state_container=f"state-{tag}",
         class_names="cat,dog", retrain_threshold=3, model_name="m")
-    store = DuckDBStore(threads=1)
+    admin = KustoClient(KustoConnectionStringBuilder.with_no_authentication(adx.url))
+    for table in ("Selections", "Labels", "ModelVersions"):
+        admin.execute_mgmt(adx.database, f".clear table {table} data")
+    ports = Backend(settings, credential=StaticTokenCredential())
+    store = ports.store
     items = tuple(SelectedItem(f"i{n}", f"file:///items/i{n}.png", 0.0, n) for n in range(8))
     store.record_selection(Selection("b1", "margin", "m", "1", datetime(2026, 3, 1, tzinfo=UTC), items))
-    wiring.use(wiring.build_intake(settings, store=store))
+    wiring.use(wiring.build_intake(settings, ports=ports))
     functions = {f.get_function_name(): f.get_user_function() for f in build_app(settings).get_functions()}
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
     queue = build_queue_client(settings.retrain_queue, connection_string=azurite.connection_string)
     yield functions, settings, blobs, queue, store
     wiring.use(None)
-    store.close()
+    admin.close()
 
 
 def url(item_id: str) -> str:

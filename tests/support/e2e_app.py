@@ -13,28 +13,11 @@ machine cannot have is replaced, and only in this test process:
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from functools import lru_cache
 
 import azure.identity
-from azure.core.credentials import AccessToken
 
-
-class StaticTokenCredential:
-    """A TokenCredential that always has a token (for loopback stand-ins only)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
-        return AccessToken("e2e-token", int(datetime.now(UTC).timestamp()) + 3600)
-
-    def get_token_info(self, *scopes: str, options: object = None) -> AccessToken:
-        return self.get_token(*scopes)
-
-    def close(self) -> None:
-        pass
-
+from tests.support.credentials import StaticTokenCredential
 
 azure.identity.DefaultAzureCredential = StaticTokenCredential  # type: ignore[misc, assignment]
 

@@ -61,7 +61,8 @@ def test_every_command_and_query_analyses_with_zero_diagnostics(kusto):
 
 def test_the_analyser_does_report_mistakes(kusto):
     for text in ("Predictions | project NoSuchColumn", ".alter table Nope policy streamingingestion enable",
-                 "Predictions | where ScoredAt > 3 and", kql.load("prediction_counts").replace("IngestedAt", "Ingested")):
+                 "Predictions | where ScoredAt > 3 and",
+                 kql.load("prediction_counts").replace("IngestedAt", "Ingested")):
         assert kusto.analyze(text), text
 
 
