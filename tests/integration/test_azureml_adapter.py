@@ -15,16 +15,17 @@ import yaml
 from azure.ai.ml.entities import ManagedOnlineDeployment, Model
 
 from shared.adapters.azureml import AzureMLAdapter
-from shared.adapters.duckdb_store import DuckDBStore
 from shared.adapters.github import WorkflowRun
-from shared.adapters.local_objects import LocalFolderObjectStore
+from shared.backends import Backend
 from shared.core.orchestration import TAG_CORRELATION
 from shared.core.records import Label, ModelStatus, ModelVersion, SelectedItem, Selection
 from shared.errors import NotFoundError, TrainingError
 from shared.model.items import encode_vector
 from shared.services.retrain import WORKFLOW_INPUTS, AzureActivities, azureml_url
+from shared.settings import load_settings
 from shared.training import register as reg
 from shared.training import train as trn
+from tests.support.credentials import StaticTokenCredential
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,20 +140,38 @@ class FakeGitHub:
         return WorkflowRun(55, "api", "https://example.invalid/runs/55")
 
 
-def _store_with_labels(tmp_path: Path) -> DuckDBStore:
-    store = DuckDBStore(tmp_path / "s.duckdb")
+@pytest.fixture(scope="module")
+def adx(azurite):
+    from tests.support.adx_standin import AdxStandIn
+
+    with AdxStandIn(azurite) as standin:
+        yield standin
+
+
+@pytest.fixture
+def azure_ports(azurite, adx, tmp_path):
+    """The dispatch stage's neighbours on their Azure adapters: ADX (the stand-in) and Blob (Azurite)."""
+    from azure.kusto.data import KustoClient, KustoConnectionStringBuilder
+
+    admin = KustoClient(KustoConnectionStringBuilder.with_no_authentication(adx.url))
+    for table in ("Selections", "Labels", "ModelVersions"):
+        admin.execute_mgmt(adx.database, f".clear table {table} data")
+    settings = load_settings(backend="azure", adx_cluster_uri=adx.url,
+                             storage_connection_string=azurite.connection_string)
+    ports = Backend(settings, credential=StaticTokenCredential())
+    store = ports.store
     store.upsert_model_version(ModelVersion("m", "6", ("a", "b"), {"accuracy": 0.8}, status=ModelStatus.SERVING,
                                             created_at=datetime(2026, 1, 1, tzinfo=UTC), trained_on_labels=0))
     items = tuple(SelectedItem(f"i{k}", f"https://acct.blob.core.windows.net/items/i{k}.png", 0.5, k)
                   for k in range(3))
     store.record_selection(Selection("b1", "margin", "m", "6", datetime(2026, 1, 2, tzinfo=UTC), items))
     store.add_labels([Label(f"i{k}", "ab"[k % 2], "e1", "sha") for k in range(3)])
-    return store
+    yield store, ports.objects
+    admin.close()
 
 
-def test_azure_activities_write_the_manifest_register_it_and_dispatch(tmp_path, adapter, ml):
-    store = _store_with_labels(tmp_path)
-    objects = LocalFolderObjectStore(tmp_path / "objects")
+def test_azure_activities_write_the_manifest_register_it_and_dispatch(azure_ports, adapter, ml):
+    store, objects = azure_ports
     github = FakeGitHub()
     acts = AzureActivities(store, objects, github, adapter, model_name="m", workflow="train.yml", ref="main",
                            items_datastore="items")
@@ -167,9 +186,8 @@ def test_azure_activities_write_the_manifest_register_it_and_dispatch(tmp_path, 
     assert json.loads(sent["inputs"]["class_names"]) == ["a", "b"]
 
 
-def test_record_marks_a_deployed_candidate_serving_and_keeps_labels_pending_otherwise(tmp_path, adapter):
-    store = _store_with_labels(tmp_path)
-    objects = LocalFolderObjectStore(tmp_path / "objects")
+def test_record_marks_a_deployed_candidate_serving_and_keeps_labels_pending_otherwise(azure_ports, adapter):
+    store, objects = azure_ports
     acts = AzureActivities(store, objects, FakeGitHub(), adapter, model_name="m", workflow="w", ref="main")
     prepared = acts.prepare({"correlation_id": "c2"})
     result = {"outcome": "rejected", "reason": "worse", "correlation_id": "c2", "candidate_version": "7",
