@@ -1,11 +1,12 @@
 """The retraining orchestrator, replayed by the durable library's own executor from built histories.
 
-``Extension`` plays the Durable extension's part: it runs the orchestrator on the history so far
-(``Orchestrator.handle``, the real replay machinery), reads which tasks the orchestrator now waits on,
-answers them by appending history events (TaskScheduled/Completed/Failed, TimerCreated/Fired,
-EventRaised), and replays again, until the orchestration completes or continues as new. Every step
-is therefore a full replay from the start, as in production: a non-deterministic orchestrator would
-fail here.
+``Extension`` plays the Durable extension's part with the shared replay engine
+(:class:`tests.support.durable.LocalRunner`, the engine the stand-in Functions host also uses): it
+runs the orchestrator on the history so far (``Orchestrator.handle``, the real replay machinery),
+reads which tasks the orchestrator now waits on, answers them by appending history events
+(TaskScheduled/Completed/Failed, TimerCreated/Fired, EventRaised) on a simulated clock, and replays
+again, until the orchestration completes or continues as new. Every step is therefore a full replay
+from the start, as in production: a non-deterministic orchestrator would fail here.
 """
 
 from __future__ import annotations
@@ -17,15 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from azure.durable_functions import Orchestrator
-from azure.durable_functions.models import DurableOrchestrationContext
-from azure.durable_functions.models.actions.CallActivityWithRetryAction import CallActivityWithRetryAction
-from azure.durable_functions.models.actions.CreateTimerAction import CreateTimerAction
-from azure.durable_functions.models.actions.NoOpAction import NoOpAction
-from azure.durable_functions.models.history import HistoryEventType as E
 
 from functions.github_dispatch.orchestrator import orchestrator_input, retrain_orchestrator
 from shared.core import orchestration as o
+from tests.support.durable import LocalRunner
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RETRY_FIRST_S = 5
@@ -35,96 +31,12 @@ class ActivityFailed(Exception):
     pass
 
 
-class Extension:
-    """A minimal Durable extension: history in, orchestrator replayed, history out."""
+class Extension(LocalRunner):
+    """The retraining orchestration on the shared replay engine (tests/support/durable.py)."""
 
     def __init__(self, responders: dict[str, Callable[[dict[str, Any]], Any]], orch_input: dict[str, Any]) -> None:
-        self.responders = responders
-        self.input = orch_input
-        self.clock = T0
-        self.history: list[dict[str, Any]] = []
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.timers: list[datetime] = []
-        self.pending_events: list[tuple[int, str, Any]] = []  # (after n activity calls, name, payload)
-        self.replays = 0
-        self._add(E.ORCHESTRATOR_STARTED)
-        self._add(E.EXECUTION_STARTED, Name="retrain_orchestrator", Input=json.dumps(orch_input), Version="")
-
-    def _add(self, event_type: E, event_id: int = -1, **fields: Any) -> None:
-        self.history.append({"EventType": int(event_type), "EventId": event_id, "IsPlayed": False,
-                             "Timestamp": self.clock.isoformat(), **fields})
-
-    def replay(self) -> tuple[DurableOrchestrationContext, dict[str, Any]]:
-        body = json.dumps({"history": self.history, "instanceId": "retrain-m", "isReplaying": False,
-                           "parentInstanceId": None, "input": json.dumps(self.input)})
-        ctx = DurableOrchestrationContext.from_json(body)
-        self.replays += 1
-        return ctx, json.loads(Orchestrator(retrain_orchestrator).handle(ctx))
-
-    def run(self, max_episodes: int = 200) -> dict[str, Any]:
-        """Episodes as the extension writes them: what the orchestrator scheduled, OrchestratorCompleted,
-        then OrchestratorStarted (the new deterministic time) and the completions it waited for."""
-        for _ in range(max_episodes):
-            ctx, state = self.replay()
-            if state.get("isDone") or _continued(state):
-                return state
-            for event in self.history:  # everything so far has been played
-                event["IsPlayed"] = True
-            completions = self._answer(ctx)
-            self._add(E.ORCHESTRATOR_COMPLETED)
-            self.clock += timedelta(seconds=1)
-            for fire_at in [c.get("FireAt") for c in completions if c.get("FireAt")]:
-                self.clock = max(self.clock, datetime.fromisoformat(fire_at))
-            self._add(E.ORCHESTRATOR_STARTED)
-            for event in completions:
-                self._add(**event)
-            self._raise_due_events()
-        raise AssertionError("the orchestration did not finish")
-
-    def _answer(self, ctx: DurableOrchestrationContext) -> list[dict[str, Any]]:
-        """Record what the orchestrator scheduled now; return the events that complete it."""
-        completions: list[dict[str, Any]] = []
-        for key, task in sorted(((k, t) for k, t in ctx.open_tasks.items() if isinstance(k, int)),
-                                key=lambda kt: kt[0]):
-            action = task.action_repr[0] if isinstance(task.action_repr, list) else task.action_repr
-            if isinstance(action, NoOpAction):  # part of a retry: its timer, or the attempt after it
-                parent = task.parent
-                if parent.is_waiting_on_timer:
-                    completions += self._timer(key, self.clock + timedelta(seconds=RETRY_FIRST_S))
-                    continue
-                action = parent.actions[0] if isinstance(parent.actions, list) else parent.actions
-            if isinstance(action, CreateTimerAction):
-                completions += self._timer(key, action.fire_at)
-            elif isinstance(action, CallActivityWithRetryAction):
-                completions += self._activity(key, action.function_name, json.loads(action.input_))
-            else:
-                raise AssertionError(f"unexpected action {action!r}")
-        return completions
-
-    def _timer(self, key: int, fire_at: datetime) -> list[dict[str, Any]]:
-        self._add(E.TIMER_CREATED, key, FireAt=fire_at.isoformat())
-        self.timers.append(fire_at)
-        return [{"event_type": E.TIMER_FIRED, "TimerId": key, "FireAt": fire_at.isoformat()}]
-
-    def _activity(self, key: int, name: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
-        self._add(E.TASK_SCHEDULED, key, Name=name)
-        self.calls.append((name, payload))
-        try:
-            result = self.responders[name](payload)
-        except ActivityFailed as exc:
-            return [{"event_type": E.TASK_FAILED, "TaskScheduledId": key, "Reason": str(exc),
-                     "Details": "stack trace"}]
-        return [{"event_type": E.TASK_COMPLETED, "TaskScheduledId": key, "Result": json.dumps(result)}]
-
-    def _raise_due_events(self) -> None:
-        for item in list(self.pending_events):
-            after, name, payload = item
-            if len(self.calls) >= after:
-                self._add(E.EVENT_RAISED, Name=name, Input=json.dumps(payload))
-                self.pending_events.remove(item)
-
-    def called(self, name: str) -> list[dict[str, Any]]:
-        return [p for n, p in self.calls if n == name]
+        super().__init__(retrain_orchestrator, orch_input, responders, name="retrain_orchestrator",
+                         instance_id="retrain-m", start=T0, failure_types=(ActivityFailed,))
 
 
 def _continued(state: dict[str, Any]) -> bool:
