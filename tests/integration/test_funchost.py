@@ -278,12 +278,13 @@ def test_a_killed_host_resumes_every_orchestration_in_a_new_process(azurite, blo
     env = sample_env(azurite)
     first = start_host(env, app=SAMPLE, task_hub="killhub", args=["--no-queue-polling"])
     try:
-        sleeping = start(first, sleep_s=3)
+        sleeping = start(first, sleep_s=5)
         slow = start(first, slow_s=60)
         wait_phase(first, sleeping, "sleeping")
         wait_phase(first, slow, "slow")
         wait_for(lambda: markers(blobs, f"activity/{slow}/s0"), "the slow activity to start")
         assert status(first, sleeping)["runtime_status"] == "Running"
+        assert not markers(blobs, f"activity/{sleeping}/b0"), "the timer fired before the kill: a slow machine?"
     finally:
         first.kill()
     with start_host(env, app=SAMPLE, task_hub="killhub", args=["--no-queue-polling"]) as second:

@@ -471,10 +471,10 @@ class FunctionHost:
     def _blob_event(self, f: Function, ev: Mapping[str, Any]) -> dict[str, Any]:
         kind = ev.get("eventType") or ev.get("type")
         subject = str(ev.get("subject", ""))
-        m = re.fullmatch(r"/blobServices/default/containers/([^/]+)/blobs/(.+)", subject)
-        if kind != "Microsoft.Storage.BlobCreated" or not m:
+        where = _blob_of_event(ev)
+        if kind != "Microsoft.Storage.BlobCreated" or where is None:
             return {"subject": subject, "status": "ignored", "reason": f"{kind} event"}
-        container, blob = m.group(1), m.group(2)
+        container, blob = where
         if not f.extra["regex"].fullmatch(f"{container}/{blob}"):
             return {"subject": subject, "status": "ignored", "reason": f"does not match {f.extra['path']}"}
         stream = self._read_blob(f, container, blob)
@@ -587,6 +587,22 @@ class FunctionHost:
 
 class _NotInvokable(Exception):
     pass
+
+
+def _blob_of_event(ev: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(container, blob) from ``data.url``, as the blobs extension reads it (account in the host name,
+    or in the path for an IP/localhost endpoint such as Azurite's); else from the subject."""
+    url = str((ev.get("data") or {}).get("url") or "")
+    if url:
+        split = urlsplit(url)
+        parts = split.path.lstrip("/").split("/")
+        host = split.hostname or ""
+        if re.fullmatch(r"[\d.]+|localhost|\[.*\]", host) or ":" in host:
+            parts = parts[1:]  # path-style: /<account>/<container>/<blob>
+        if len(parts) >= 2 and parts[0] and parts[1]:
+            return unquote(parts[0]), unquote("/".join(parts[1:]))
+    m = re.fullmatch(r"/blobServices/default/containers/([^/]+)/blobs/(.+)", str(ev.get("subject", "")))
+    return (m.group(1), m.group(2)) if m else None
 
 
 def _blob_path_regex(path: str) -> re.Pattern[str]:

@@ -26,6 +26,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -79,7 +80,8 @@ class Host:
             "dataVersion": "", "metadataVersion": "1",
             "data": {"api": "PutBlob", "clientRequestId": str(uuid.uuid4()), "requestId": str(uuid.uuid4()),
                      "eTag": "", "contentType": "application/octet-stream", "contentLength": 0,
-                     "blobType": "BlockBlob", "url": blob_url or f"https://devstoreaccount1/{container}/{name}",
+                     "blobType": "BlockBlob",
+                     "url": blob_url or f"https://devstoreaccount1.blob.core.windows.net/{container}/{quote(name)}",
                      "sequencer": "0", "storageDiagnostics": {"batchId": str(uuid.uuid4())}},
         }
         return self.event_grid([event], "Notification", function=function, **kwargs)
