@@ -58,6 +58,14 @@ class NotFoundError(ActiveLearningError, LookupError):
     """Something the caller named does not exist (a model version, an export, a batch)."""
 
 
+class UnavailableError(ActiveLearningError):
+    """A service the request depends on cannot be reached now; the caller should retry later."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class SelectionError(ActiveLearningError):
     """Selection could not run (unknown strategy, bad arguments)."""
 

@@ -15,7 +15,7 @@ import azure.functions as func
 from pydantic_core import from_json
 
 from shared.core.payload import records_from_json
-from shared.errors import InvalidInputError
+from shared.errors import InvalidInputError, UnavailableError
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -65,6 +65,9 @@ def post_predictions(req: func.HttpRequest, collector: Any) -> func.HttpResponse
     except InvalidInputError as exc:
         problems = [{"index": p.where, "field": p.field, "reason": p.reason} for p in exc.problems]
         return _error(400, str(exc).split(":", 1)[0], problems)
+    except UnavailableError as exc:  # nothing stored; the monitoring client keeps the records and retries
+        return func.HttpResponse(json.dumps({"error": str(exc)}), status_code=503, mimetype=JSON,
+                                 headers={"Retry-After": str(int(exc.retry_after_s))})
     return _json(202, {"accepted": result.accepted, "duplicates": result.duplicates,
                        "batch_id": result.batch_id, "ingested": result.ingested})
 

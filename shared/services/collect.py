@@ -17,7 +17,7 @@ import numpy as np
 
 from shared.core.payload import ScoringRecord, landing_jsonl, validate_batch
 from shared.core.records import PredictionBatch
-from shared.errors import NotFoundError
+from shared.errors import NotFoundError, UnavailableError
 from shared.ports import ObjectStore, PredictionStore
 from shared.services.ingest import IngestService, batch_id_of
 
@@ -61,6 +61,9 @@ class CollectService:
                 self._classes[key] = self._store.get_model_version(name, version).class_names
             except NotFoundError:
                 return None
+            except Exception as exc:  # the store is unreachable: nothing can be checked, so nothing is taken
+                raise UnavailableError(f"cannot look up the classes of {name}:{version} now "
+                                       f"({type(exc).__name__}); retry later") from exc
         return self._classes[key]
 
     def collect(self, payload: object) -> CollectResult:

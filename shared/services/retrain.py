@@ -21,6 +21,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 from shared.core.gate import GateDecision
 from shared.core.orchestration import (
@@ -92,13 +93,19 @@ def azureml_url(uri: str, datastore: str) -> str:
     """A Blob URL ``https://acct.blob.../<container>/<name>`` as ``azureml://datastores/<ds>/paths/<name>``.
 
     ``datastore`` is the Azure ML datastore registered on the items container; empty keeps ``uri``.
+    A path-style URL of the storage emulator (``http://127.0.0.1:10000/<account>/<container>/<name>``)
+    maps the same way.
     """
-    if not datastore or not uri.startswith("https://"):
+    parsed = urlparse(uri)
+    if not datastore or parsed.scheme not in ("https", "http"):
         return uri
-    parts = uri.split("/", 4)  # https:, '', host, container, name
-    if len(parts) < 5:
+    path_style = parsed.hostname in ("127.0.0.1", "localhost")
+    if parsed.scheme == "http" and not path_style:
         return uri
-    return f"azureml://datastores/{datastore}/paths/{parts[4]}"
+    segments = parsed.path.lstrip("/").split("/", 2 if path_style else 1)
+    if len(segments) < (3 if path_style else 2) or not segments[-1]:
+        return uri
+    return f"azureml://datastores/{datastore}/paths/{segments[-1]}"
 
 
 class RetrainActivities(Protocol):

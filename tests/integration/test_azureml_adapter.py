@@ -129,6 +129,8 @@ def test_azureml_url_maps_blob_urls_onto_the_datastore():
         "azureml://datastores/items/paths/ab/cd.png"
     assert azureml_url("file:///x/y.png", "items") == "file:///x/y.png"
     assert azureml_url("https://a.blob.core.windows.net/items/x.png", "") == "https://a.blob.core.windows.net/items/x.png"
+    assert azureml_url("http://127.0.0.1:10000/devstoreaccount1/items/sha256/ab", "items") == \
+        "azureml://datastores/items/paths/sha256/ab"  # the emulator's path-style URL
 
 
 class FakeGitHub:

@@ -13,7 +13,7 @@ import azure.functions as func
 import pytest
 
 from function_app import build_app
-from functions.scoring_collector import wiring
+from functions.scoring_collector import handlers, wiring
 from shared.core.records import ModelStatus, ModelVersion
 from shared.settings import get_settings, load_settings
 
@@ -286,3 +286,24 @@ class TimerRequest(func.TimerRequest):
     @property
     def past_due(self) -> bool:
         return False
+
+
+def test_an_unreachable_store_is_a_503_with_retry_after_and_nothing_is_stored(tmp_path):
+    """The classes of an unseen model version come from the store; unreachable, nothing can be checked,
+    so nothing is taken: 503 + Retry-After, which the monitoring client honours (it keeps the records)."""
+    from shared.backends import Backend
+
+    class Down:
+        def get_model_version(self, name, version):
+            raise ConnectionError("ADX is unreachable")
+
+    settings = load_settings(data_dir=tmp_path)
+    col = wiring.build_collector(settings, store=Down())
+    record = {"item_id": "a", "item_uri": "https://x/a.png", "model_name": "m", "model_version": "9",
+              "probabilities": [0.4, 0.6], "predicted_label": "b", "scored_at": "2026-03-01T10:00:00Z"}
+    req = func.HttpRequest(method="POST", url="/api/predictions", headers={"content-type": "application/json"},
+                           body=json.dumps([record]).encode())
+    resp = handlers.post_predictions(req, col)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
+    assert "m:9" in json.loads(resp.get_body())["error"]
+    assert Backend(settings).objects.list("landing") == []
