@@ -117,6 +117,11 @@ class ObjectStore(Protocol):
 
     def uri(self, container: str, name: str) -> str: ...
 
+    def uri_roots(self) -> tuple[str, ...]:
+        """URI prefixes of what this store holds and may copy from (its folders, its blob endpoint):
+        item URIs under them are trusted (:mod:`shared.core.item_uris`)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TrainingManifest:
