@@ -36,6 +36,8 @@ def build_select_service(settings: Settings, **clients: Any) -> SelectService:
         seed=settings.selection_seed, lock=lock, labeling_container=settings.labeling_container,
         labels_per_day=settings.labels_per_day, labels_total=settings.labels_total,
         stop_uncertainty_below=settings.stop_uncertainty_below,
+        # embedded: file:// inside the object store only (it cannot fetch https)
+        allowed_item_hosts=settings.allowed_item_host_list if settings.backend == "azure" else (),
     )
 
 
