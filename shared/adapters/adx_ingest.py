@@ -41,6 +41,15 @@ ModelVersions
 | summarize arg_max(CreatedAt, ClassNames, Status, ArtifactUri) by ModelName, Version
 | project ClassNames, Status, ArtifactUri"""
 
+# The length of a model version's embeddings: the first one ingested (the collector keeps one per version).
+EMBEDDING_DIM_QUERY = """declare query_parameters(model_name:string, model_version:string);
+Predictions
+| where ModelName == model_name and ModelVersion == model_version
+| extend Dim = array_length(Embedding)
+| where Dim > 0
+| top 1 by IngestedAt asc
+| project Dim"""
+
 COUNTS_QUERY = """Predictions
 | summarize arg_max(IngestedAt, ModelName, ModelVersion) by PredictionId
 | summarize Predictions = count(), LastIngestedAt = max(IngestedAt) by ModelName, ModelVersion
@@ -115,6 +124,13 @@ class AdxCatalog:
                             artifact_uri=str(row["ArtifactUri"] or ""),
                             status=ModelStatus(status) if status in ModelStatus._value2member_map_
                             else ModelStatus.CANDIDATE)
+
+    def embedding_dim(self, model_name: str, model_version: str) -> int | None:
+        props = ClientRequestProperties()
+        props.set_parameter("model_name", model_name)
+        props.set_parameter("model_version", model_version)
+        rows = list(self._client.execute_query(self._database, EMBEDDING_DIM_QUERY, props).primary_results[0])
+        return int(rows[0]["Dim"]) if rows and rows[0]["Dim"] is not None else None
 
     def counts_by_version(self) -> list[VersionCount]:
         result = self._client.execute_query(self._database, COUNTS_QUERY, ClientRequestProperties())

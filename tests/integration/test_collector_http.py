@@ -18,11 +18,12 @@ from shared.core.records import ModelStatus, ModelVersion
 from shared.settings import get_settings, load_settings
 
 CLASSES = ["cat", "dog", "eel"]
+ITEM_ROOT = "file:///nowhere/"  # the embedded object store's folder, set by the ``embedded`` fixture
 
 
 def record(i: int = 0, **over: object) -> dict[str, object]:
     r: dict[str, object] = {
-        "item_id": f"img-{i}", "item_uri": f"https://example.invalid/img-{i}.png", "model_name": "m",
+        "item_id": f"img-{i}", "item_uri": f"{ITEM_ROOT}items/img-{i}.png", "model_name": "m",
         "model_version": "1", "class_names": CLASSES, "probabilities": [0.7, 0.2, 0.1],
         "predicted_label": "cat", "scored_at": "2026-03-01T10:00:00Z",
     }
@@ -52,6 +53,7 @@ def embedded(tmp_path, monkeypatch):
     monkeypatch.setenv("AL_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("AL_MAX_ITEM_BYTES", "64")
     monkeypatch.setenv("AL_MAX_BODY_BYTES", "65536")
+    monkeypatch.setitem(globals(), "ITEM_ROOT", (tmp_path / "blobs").resolve().as_uri() + "/")
     get_settings.cache_clear()
     wiring.collector.cache_clear()
     yield wiring.collector()

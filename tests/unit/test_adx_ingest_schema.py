@@ -43,7 +43,7 @@ def adx_tables() -> dict[str, list[tuple[str, str]]]:
 
 def all_kql() -> list[str]:
     texts = [c for f in sorted(ADX.glob("*.kql")) for c in commands(f)]
-    return [*texts, adx_ingest.MODEL_VERSION_QUERY, adx_ingest.COUNTS_QUERY]
+    return [*texts, adx_ingest.MODEL_VERSION_QUERY, adx_ingest.COUNTS_QUERY, adx_ingest.EMBEDDING_DIM_QUERY]
 
 
 # The language service parses an unknown control command without a diagnostic: check the verbs here.
