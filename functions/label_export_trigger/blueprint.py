@@ -1,8 +1,10 @@
 """The label_export_trigger stage's triggers. Thin: binding -> typed input -> service -> output.
 
 * ``labels_export``: blob trigger on ``AL_EXPORTS_CONTAINER``/``AL_EXPORTS_PREFIX`` (connection
-  ``AL_STORAGE``). An export that cannot be parsed is quarantined and the function returns
-  normally, so the host does not retry it into the poison queue; storage errors still raise.
+  ``AL_STORAGE``). Whatever goes wrong with an export (it cannot be parsed, the store fails, a
+  transient storage error outlasts its retries) ends with the export quarantined beside a report
+  naming the error, and the function returns normally, so the host never retries it into the
+  poison queue. Only when even the quarantine cannot be written does it raise.
 * ``labels_replay``: ``POST /api/labels/replay`` ``{"export": "<name>", "source": "quarantine"}``.
 * ``labels_stats``: ``GET /api/labels/stats``.
 """
@@ -46,7 +48,8 @@ def _blob_name(full: str | None) -> tuple[str, str]:
 def labels_export(blob: func.InputStream) -> None:
     container, name = _blob_name(blob.name)
     outcome = intake().process(container, name, blob.read())
-    log.info("export %s/%s: %s", container, name, json.dumps(outcome.as_dict()))
+    level = logging.WARNING if outcome.status == "quarantined" else logging.INFO
+    log.log(level, "export %s/%s: %s", container, name, json.dumps(outcome.as_dict()))
 
 
 @bp.function_name("labels_replay")
