@@ -215,9 +215,10 @@ class Failure:
     @property
     def reason(self) -> str:
         text = f"{type(self.error).__name__}: {self.error}"
+        times = f"{self.retries} time{'' if self.retries == 1 else 's'}"
         if self.transient:
-            return f"transient storage error, retried {self.retries} times: {text}"
-        after = f" (after {self.retries} retries)" if self.retries else ""
+            return f"transient storage error, retried {times}: {text}"
+        after = f" (after retrying a transient error {times})" if self.retries else ""
         return f"permanent error{after}: {text}"
 
     def as_dict(self) -> dict[str, object]:
