@@ -86,8 +86,10 @@ def item_uri_problem(uri: str, policy: ItemUriPolicy) -> str | None:
     if parts.fragment or uri.endswith("#"):
         return f"a fragment ('#') is not allowed; {allowed}"
     path = unquote(parts.path)
+    if _UNSAFE.search(path.replace(" ", "")):  # a space may be percent-encoded in a blob name
+        return f"percent-encoded control characters or backslashes are not allowed; {allowed}"
     segments = path.split("/")
-    if any(s in (".", "..") for s in segments) or "\\" in path or "\x00" in path:
+    if any(s in (".", "..") for s in segments):
         return f"'.' and '..' path segments are not allowed; {allowed}"
     host = (parts.hostname or "").lower()
     if scheme == "https" and host in policy.https_hosts and port is None:

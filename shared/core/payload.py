@@ -59,6 +59,7 @@ _BATCH = TypeAdapter(list[ScoringRecord])
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _ZERO = timedelta(0)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Ids made only of these characters pass item_id_problem's checks (bar ".."): skip its slower scan.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_.:@+=~ -]{1,256}")
 
@@ -268,8 +269,11 @@ def _embedding_problem(rec: ScoringRecord, i: int, max_dim: int | None,
     n = len(rec.embedding)
     if max_dim is not None and n > max_dim:
         return f"{n} values, the limit is {max_dim} (AL_MAX_EMBEDDING_DIM)"
-    if not np.isfinite(rec.embedding).all():
+    values = np.asarray(rec.embedding, dtype=np.float64)
+    if not np.isfinite(values).all():
         return "values must be finite"
+    if (np.abs(values) > _FLOAT32_MAX).any():
+        return f"values must lie within ±{_FLOAT32_MAX:.4g} (embeddings are stored as float32)"
     key = (rec.model_name, rec.model_version)
     if key not in dims:
         stored = dim_of(*key) if dim_of is not None else None

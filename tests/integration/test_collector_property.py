@@ -154,9 +154,18 @@ def mismatched_embedding(draw: st.DrawFn, rec: dict[str, Any]) -> bool:
     return False  # refused only against another embedding of the version (in the batch or the store)
 
 
+def beyond_float32(draw: st.DrawFn, rec: dict[str, Any]) -> bool:
+    values = list(rec.get("embedding") or [0.5] * EMBEDDING_DIM)
+    values[draw(st.integers(0, len(values) - 1))] = draw(st.sampled_from([1e39, -3.5e38, 1.7e308]))
+    rec["embedding"] = values  # finite in JSON, infinite as the stored float32
+    return True
+
+
 def hostile_uri(draw: st.DrawFn, rec: dict[str, Any]) -> bool:
+    inside = rec.get("item_uri") if isinstance(rec.get("item_uri"), str) else "file:///data/blobs/items/x.png"
+    escapes = [inside + "/../../../../../etc/passwd", inside.rsplit("/", 1)[0] + "/%2e%2e/%2E%2E/%2e%2e/etc/passwd"]
     rec.pop("item_base64", None)
-    rec["item_uri"] = draw(st.sampled_from(HOSTILE_URIS))
+    rec["item_uri"] = draw(st.sampled_from([*HOSTILE_URIS, *escapes]))  # the latter start inside the store
     return True
 
 
@@ -197,7 +206,7 @@ def unsafe_id(draw: st.DrawFn, rec: dict[str, Any]) -> bool:
 MUTATIONS: list[Mutation] = [
     wrong_type, booleans_for_numbers("probabilities"), booleans_for_numbers("embedding"),
     numeric_strings("probabilities"), numeric_strings("embedding"), huge_embedding, mismatched_embedding,
-    hostile_uri, ancient_time, future_time, missing_field, extra_field, not_finite, unsafe_id]
+    beyond_float32, hostile_uri, ancient_time, future_time, missing_field, extra_field, not_finite, unsafe_id]
 
 
 @st.composite

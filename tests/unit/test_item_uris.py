@@ -17,7 +17,7 @@ AZURITE = ItemUriPolicy.of(roots=["http://127.0.0.1:10000/devstoreaccount1/"])
     (AZURE, "https://acct.blob.core.windows.net:443/items/sub/dir/a.png"),
     (AZURE, "https://own.blob.core.windows.net/items/sha256/abc"),  # the store's own account
     (EMBEDDED, "file:///data/blobs/items/sha256/abc"),
-    (EMBEDDED, "file:///shared/items/a%20b.png"),
+    (EMBEDDED, "file:///shared/items/a%20b.png"),  # an encoded space is a legal blob or file name
     (AZURITE, "http://127.0.0.1:10000/devstoreaccount1/items/a.png"),
 ])
 def test_allowed(policy, uri):
@@ -40,6 +40,8 @@ def test_allowed(policy, uri):
     (AZURE, "https://acct.blob.core.windows.net/items/a b.png", "whitespace"),
     (AZURE, "https://acct.blob.core.windows.net\\@evil/items/a", "backslashes"),
     (AZURE, "https://acct.blob.core.windows.net:99999/items/a", "not a valid URI"),
+    (AZURE, "https://acct.blob.core.windows.net/items/a%00.png", "percent-encoded control characters"),
+    (AZURE, "https://acct.blob.core.windows.net/items/a%5C..%5Cb", "backslashes"),
     (AZURE, "items/a.png", "not an absolute URI"),
     (EMBEDDED, "file:///etc/passwd", "'/etc/passwd' is outside the object store"),
     (EMBEDDED, "file:///data/blobs/../../etc/passwd", "'..'"),

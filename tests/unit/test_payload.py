@@ -140,6 +140,9 @@ def test_embedding_length_is_capped():
     got = strict([record(embedding=[0.5] * 9)], max_embedding_dim=8)
     assert got == [(0, "embedding", "9 values, the limit is 8 (AL_MAX_EMBEDDING_DIM)")]
     assert strict([record(embedding=[])])[0][:2] == (0, "embedding")  # an empty vector is no embedding
+    # finite in JSON, infinite once stored as float32
+    assert strict([record(embedding=[1e308, 0.5])]) == [
+        (0, "embedding", "values must lie within ±3.403e+38 (embeddings are stored as float32)")]
 
 
 def test_one_embedding_length_per_model_version():
