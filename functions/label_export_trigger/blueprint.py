@@ -4,7 +4,9 @@
   ``AL_STORAGE``). Whatever goes wrong with an export (it cannot be parsed, the store fails, a
   transient storage error outlasts its retries) ends with the export quarantined beside a report
   naming the error, and the function returns normally, so the host never retries it into the
-  poison queue. Only when even the quarantine cannot be written does it raise.
+  poison queue. It raises only when even the quarantine cannot be written, or when the stage
+  cannot start (bad settings): then there is nowhere to put the export, and the host's retry is
+  the last resort.
 * ``labels_replay``: ``POST /api/labels/replay`` ``{"export": "<name>", "source": "quarantine"}``.
 * ``labels_stats``: ``GET /api/labels/stats``.
 """
