@@ -38,11 +38,15 @@ def collector_path(n: int = 1000, repeats: int = 20) -> dict[str, float]:
     from pydantic_core import from_json
 
     from shared.core import uncertainty
+    from shared.core.item_uris import ItemUriPolicy
     from shared.core.payload import landing_jsonl, records_from_json, validate_batch
 
     classes = tuple(f"class_{i:02d}" for i in range(CLASSES))
     body = _payload(n)
     landed_at = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    # What the Azure collector checks item URIs against (AL_ALLOWED_ITEM_HOSTS and its own account).
+    item_uris = ItemUriPolicy.of(https_hosts=["acct.blob.core.windows.net"],
+                                 roots=["https://loop.blob.core.windows.net/"])
     timings = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -51,7 +55,8 @@ def collector_path(n: int = 1000, repeats: int = 20) -> dict[str, float]:
         if payload is None:
             payload = from_json(body, allow_inf_nan=True)
         checked = validate_batch(payload, classes_of=lambda *_: classes, max_records=n,
-                                 max_item_bytes=1, now=landed_at, max_future=timedelta(minutes=5))
+                                 max_item_bytes=1, now=landed_at, max_future=timedelta(minutes=5),
+                                 item_uris=item_uris)
         records = [r for r, _, _ in checked]
         proba = np.asarray([r.probabilities for r in records])
         uncertainty.least_confidence(proba), uncertainty.margin(proba), uncertainty.entropy(proba)

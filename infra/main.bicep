@@ -247,7 +247,12 @@ var adxSettings = {
   AL_ADX_DATABASE: adx.outputs.databaseName
 }
 
-var collectorSettings = union(adxSettings, {
+// --- hostile input (issue 13): an https item_uri must name a blob on these hosts (this account's) ---
+var itemHostSettings = {
+  AL_ALLOWED_ITEM_HOSTS: replace(replace(storage.outputs.blobEndpoint, 'https://', ''), '/', '')
+}
+
+var collectorSettings = union(adxSettings, itemHostSettings, {
   AL_ADX_STREAMING: string(adxStreaming)
   AL_LANDING_CONTAINER: containerNames.landing
   AL_ITEMS_CONTAINER: containerNames.items
@@ -257,9 +262,11 @@ var collectorSettings = union(adxSettings, {
   AL_MAX_FUTURE_SECONDS: '300'
   AL_REINGEST_SCHEDULE: '0 */5 * * * *'
   AL_REINGEST_MIN_AGE_SECONDS: '120'
+  AL_MIN_SCORED_AT: '2000-01-01T00:00:00Z'
+  AL_MAX_EMBEDDING_DIM: '4096'
 })
 
-var selectorSettings = union(adxSettings, {
+var selectorSettings = union(adxSettings, itemHostSettings, {
   AL_STRATEGY: strategy
   AL_BATCH_SIZE: string(batchSize)
   AL_WINDOW_HOURS: windowHours

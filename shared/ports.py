@@ -61,6 +61,10 @@ class PredictionStore(Protocol):
 
     def labeled_set(self, model_name: str, model_version: str) -> LabeledSet: ...
 
+    def embedding_dim(self, model_name: str, model_version: str) -> int | None:
+        """The length of the version's stored embeddings; None while none is stored."""
+        ...
+
     def record_selection(self, selection: Selection) -> None: ...
 
     def pending_handoffs(self) -> list[Selection]:
@@ -121,6 +125,11 @@ class ObjectStore(Protocol):
     def delete(self, container: str, name: str) -> None: ...
 
     def uri(self, container: str, name: str) -> str: ...
+
+    def uri_roots(self) -> tuple[str, ...]:
+        """URI prefixes of what this store holds and may copy from (its folders, its blob endpoint):
+        item URIs under them are trusted (:mod:`shared.core.item_uris`)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

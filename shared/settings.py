@@ -6,16 +6,19 @@ fails to start says which app setting to fix.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AwareDatetime, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
 
 ENV_PREFIX = "AL_"
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
 STAGES = ("scoring_collector", "selector_timer", "label_export_trigger", "github_dispatch")
 
 
@@ -54,6 +57,28 @@ class Settings(BaseSettings):
     adx_streaming: bool = False
     reingest_schedule: str = "0 */5 * * * *"
     reingest_min_age_seconds: float = Field(120, ge=0)
+
+    # --- hostile input (issue 13): what the collector refuses, and the selector re-checks ---
+    max_embedding_dim: int = Field(4096, ge=1, le=1_000_000, description="Longest embedding accepted.")
+    min_scored_at: AwareDatetime = Field(datetime(2000, 1, 1, tzinfo=UTC),
+                                         description="Earliest plausible scored_at (ISO 8601 with a time zone).")
+    allowed_item_hosts: str = Field("", description="Comma-separated blob hosts an https:// item_uri may name, "
+                                    "e.g. 'acct.blob.core.windows.net'; the object store's own endpoint is "
+                                    "always allowed. Azure backend only (embedded: file:// in the object store).")
+
+    @field_validator("allowed_item_hosts")
+    @classmethod
+    def _host_names(cls, value: str) -> str:
+        hosts = [h.strip().lower() for h in value.split(",") if h.strip()]
+        bad = [h for h in hosts if not _HOST.fullmatch(h)]
+        if bad:
+            raise ValueError(f"{bad} are not host names; give blob hosts without scheme or path, "
+                             "e.g. 'acct.blob.core.windows.net'")
+        return ",".join(hosts)
+
+    @property
+    def allowed_item_host_list(self) -> tuple[str, ...]:
+        return tuple(h for h in self.allowed_item_hosts.split(",") if h)
 
     # --- label_export_trigger ---
     # The blob trigger's connection is the app setting AL_STORAGE (a connection string for Azurite) or

@@ -2,9 +2,12 @@
 
 * ``labels_export``: blob trigger on ``AL_EXPORTS_CONTAINER``/``AL_EXPORTS_PREFIX`` (connection
   ``AL_EXPORTS_STORAGE``: the exports account; source Event Grid, or polling by
-  ``AL_BLOB_TRIGGER_SOURCE=LogsAndContainerScan`` under ``func start``). An export that cannot be
-  parsed is quarantined and the function returns normally, so the host does not retry it into the
-  poison queue; storage errors still raise.
+  ``AL_BLOB_TRIGGER_SOURCE=LogsAndContainerScan`` under ``func start``). Whatever goes wrong with an
+  export (it cannot be parsed, the store fails, a transient storage error outlasts its retries) ends
+  with the export quarantined beside a report naming the error, and the function returns normally,
+  so the host never retries it into the poison queue. It raises only when even the quarantine
+  cannot be written, or when the stage cannot start (bad settings): then there is nowhere to put the
+  export, and the host's retry is the last resort.
 * ``labels_replay``: ``POST /api/labels/replay`` ``{"export": "<name>", "source": "quarantine"}``.
 * ``labels_stats``: ``GET /api/labels/stats``.
 * ``labels_request_export``: timer on ``%AL_EXPORT_SCHEDULE%``, and ``POST /api/labels/export``: ask
@@ -58,7 +61,8 @@ def _blob_source() -> func.BlobSource:
 def labels_export(blob: func.InputStream) -> None:
     container, name = _blob_name(blob.name)
     outcome = intake().process(container, name, blob.read())
-    log.info("export %s/%s: %s", container, name, json.dumps(outcome.as_dict()))
+    level = logging.WARNING if outcome.status == "quarantined" else logging.INFO
+    log.log(level, "export %s/%s: %s", container, name, json.dumps(outcome.as_dict()))
 
 
 @bp.function_name("labels_request_export")

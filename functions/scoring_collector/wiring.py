@@ -32,6 +32,9 @@ def build_collector(settings: Settings, *, ports: Backend | None = None, **clien
         ports.store, ports.objects, max_records=settings.max_records, max_item_bytes=settings.max_item_bytes,
         ingest=ingest, items_container=settings.items_container,
         max_future=timedelta(seconds=settings.max_future_seconds), clock=lambda: datetime.now(UTC),
+        # embedded: file:// inside the object store only (it cannot fetch https)
+        allowed_item_hosts=settings.allowed_item_host_list if settings.backend == "azure" else (),
+        min_scored_at=settings.min_scored_at, max_embedding_dim=settings.max_embedding_dim,
     )
     return Collector(collect, ingest, ports.counts, settings, ports.store)
 

@@ -47,7 +47,9 @@ def _args(req: func.HttpRequest) -> tuple[str | None, int | None] | func.HttpRes
 def _body(result: SelectionResult, *, with_items: bool = True) -> dict[str, Any]:
     sel = result.selection
     out: dict[str, Any] = {"status": result.status, "reason": result.reason, "resumed": list(result.resumed),
-                           "uncertainty": result.uncertainty}
+                           "uncertainty": result.uncertainty,
+                           "refused": [{"batch_id": r.batch_id, "item_id": r.item_id, "item_uri": r.item_uri,
+                                        "reason": r.reason} for r in result.refused]}
     if sel is not None:
         out |= {"batch_id": sel.batch_id, "strategy": sel.strategy, "model_name": sel.model_name,
                 "model_version": sel.model_version, "count": len(sel.items)}

@@ -21,6 +21,8 @@ def build_select_service(settings: Settings, *, ports: Backend | None = None, **
         seed=settings.selection_seed, lock=ports.selection_lock, labeling_container=settings.labeling_container,
         labels_per_day=settings.labels_per_day, labels_total=settings.labels_total,
         stop_uncertainty_below=settings.stop_uncertainty_below,
+        # embedded: file:// inside the object store only (it cannot fetch https)
+        allowed_item_hosts=settings.allowed_item_host_list if settings.backend == "azure" else (),
     )
 
 

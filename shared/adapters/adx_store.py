@@ -202,6 +202,10 @@ class AdxStore:
             self._stream(PREDICTIONS_TABLE, rows, tag=f"predictions:{rows[0]['PredictionId']}:{len(rows)}")
         return len(rows)
 
+    def embedding_dim(self, model_name: str, model_version: str) -> int | None:
+        rows = self._rows("embedding_dim", {"model_name": model_name, "model_version": model_version})
+        return int(rows[0]["Dim"]) if rows and rows[0]["Dim"] is not None else None
+
     def counts_by_version(self) -> list[Any]:
         from shared.services.ingest import VersionCount
 

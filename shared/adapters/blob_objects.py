@@ -35,6 +35,11 @@ class BlobObjectStore:
     def uri(self, container: str, name: str) -> str:
         return self._service.get_blob_client(container, name).url
 
+    def uri_roots(self) -> tuple[str, ...]:
+        """The account's blob endpoint (``http://127.0.0.1:…/devstoreaccount1/`` under Azurite)."""
+        endpoint = urlparse(self._service.url)
+        return (f"{endpoint.scheme}://{endpoint.netloc}{endpoint.path.rstrip('/')}/",)
+
     def put(self, container: str, name: str, data: bytes, *, overwrite: bool = False) -> str:
         blob = self._container(container).get_blob_client(name)
         with contextlib.suppress(ResourceExistsError):  # keep the existing object

@@ -122,6 +122,15 @@ class DuckDBStore:
         with self._cursor() as con:
             return _scalar(con, "SELECT count(*) FROM predictions")
 
+    def embedding_dim(self, model_name: str, model_version: str) -> int | None:
+        """The length of the model version's stored embeddings (the first one stored), or None."""
+        with self._cursor() as con:
+            row = con.execute(
+                "SELECT len(embedding) FROM predictions WHERE model_name = $n AND model_version = $v "
+                "AND embedding IS NOT NULL ORDER BY ingested_at, prediction_id LIMIT 1",
+                {"n": model_name, "v": model_version}).fetchone()
+        return int(row[0]) if row else None
+
     @staticmethod
     def _filter_params(flt: CandidateFilter) -> dict[str, object]:
         return {

@@ -35,6 +35,9 @@ class LocalFolderObjectStore:
     def uri(self, container: str, name: str) -> str:
         return self._path(container, name).as_uri()
 
+    def uri_roots(self) -> tuple[str, ...]:
+        return tuple(r.as_uri().rstrip("/") + "/" for r in self._readable)
+
     def put(self, container: str, name: str, data: bytes, *, overwrite: bool = False) -> str:
         path = self._path(container, name)
         if path.exists() and not overwrite:

@@ -18,13 +18,17 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import numpy as np
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
+from shared.core.item_uris import ItemUriPolicy, item_uri_problem
 from shared.core.naming import item_id_problem
 from shared.errors import BatchRejectedError, Problem
 
 SUM_TOLERANCE = 1e-3
+# Defaults of AL_MIN_SCORED_AT and AL_MAX_EMBEDDING_DIM (shared/settings.py).
+MIN_SCORED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_EMBEDDING_DIM = 4096
 
 
 class ScoringRecord(BaseModel):
@@ -34,21 +38,28 @@ class ScoringRecord(BaseModel):
 
     prediction_id: str | None = Field(None, min_length=1, max_length=128)
     item_id: str = Field(min_length=1, max_length=256)
-    item_uri: str | None = Field(None, min_length=1, max_length=2048)
+    item_uri: str | None = Field(None, min_length=1, max_length=2048, description=(
+        "Where the item is: https:// on a storage account the deployment allows (AL_ALLOWED_ITEM_HOSTS, "
+        "or its own), or file:// inside the object store (embedded backend)."))
     item_base64: str | None = None
     model_name: str = Field(min_length=1, max_length=128)
     model_version: str = Field(min_length=1, max_length=64)
     class_names: list[str] | None = None
-    probabilities: list[float] = Field(min_length=2)
+    # Strict: JSON numbers only. Lax mode would turn true/false and "0.7" into floats.
+    probabilities: list[StrictFloat] = Field(min_length=2, description=(
+        "One JSON number per class (no booleans or numeric strings), finite, >= 0, summing to 1."))
     predicted_label: str = Field(min_length=1)
-    scored_at: AwareDatetime
-    embedding: list[float] | None = None
+    scored_at: AwareDatetime = Field(description=(
+        "With a time zone; not before AL_MIN_SCORED_AT (2000-01-01), at most AL_MAX_FUTURE_SECONDS ahead."))
+    embedding: list[StrictFloat] | None = Field(None, min_length=1, description=(
+        "JSON numbers, finite; at most AL_MAX_EMBEDDING_DIM (4096) long; one length per model version."))
 
 
 _BATCH = TypeAdapter(list[ScoringRecord])
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _ZERO = timedelta(0)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Ids made only of these characters pass item_id_problem's checks (bar ".."): skip its slower scan.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_.:@+=~ -]{1,256}")
 
@@ -87,12 +98,23 @@ def validate_batch(
     max_item_bytes: int,
     now: datetime | None = None,
     max_future: timedelta = timedelta(minutes=5),
+    min_scored_at: datetime | None = MIN_SCORED_AT,
+    item_uris: ItemUriPolicy | None = None,
+    max_embedding_dim: int | None = MAX_EMBEDDING_DIM,
+    embedding_dim_of: Callable[[str, str], int | None] | None = None,
 ) -> list[tuple[ScoringRecord, tuple[str, ...], bytes | None]]:
     """Parse and check a batch; return (record, its class names, decoded inline bytes) per record.
 
     ``classes_of(model_name, model_version)`` gives the registered classes of a model version (or
     None); a record may instead carry ``class_names`` itself. With ``now``, a ``scored_at`` more
-    than ``max_future`` ahead of it is refused (a wrong clock would otherwise win "latest" forever).
+    than ``max_future`` ahead of it is refused (a wrong clock would otherwise win "latest" forever);
+    one before ``min_scored_at`` is refused as implausible.
+
+    ``item_uris``: where an ``item_uri`` may point (None: not checked; whoever stores the rows must
+    pass one). Embeddings are at most ``max_embedding_dim`` long and keep one length per model
+    version: ``embedding_dim_of(model_name, model_version)`` gives the length already stored (or
+    None), else the first one in the batch sets it; and one length per batch, which is stored as one
+    matrix.
     """
     items: list[object]
     if isinstance(payload, list):
@@ -116,20 +138,17 @@ def validate_batch(
             else _BATCH.validate_python(items)
         )
     except ValidationError as exc:
-        found = []
-        for err in exc.errors():
-            loc = list(err["loc"])
-            index = loc.pop(0) if loc and isinstance(loc[0], int) else None
-            field = ".".join(str(p) for p in loc) or "record"
-            found.append(Problem(index if isinstance(index, int) else None, field, err["msg"]))
-        raise BatchRejectedError("invalid scoring results", found) from None
+        raise BatchRejectedError("invalid scoring results", _schema_problems(exc)) from None
 
     problems: list[Problem] = []
     out: list[tuple[ScoringRecord, tuple[str, ...], bytes | None]] = []
+    kept: list[int] = []  # the batch index of each record in out
     seen_ids: dict[str, int] = {}
     flagged, vectors = _flag_probabilities(records)
     latest = now + max_future if now is not None else None
     known: dict[tuple[str, str], tuple[str, ...] | None] = {}
+    # (model, version) -> (embedding length, where it was first seen)
+    dims: dict[tuple[str, str], tuple[int | None, str]] = {}
     checked_classes: dict[tuple[str, ...], tuple[frozenset[str], bool]] = {}
     for i, rec in enumerate(records):
         before = len(problems)
@@ -138,6 +157,10 @@ def validate_batch(
             problems.append(Problem(i, "item_id", why))
         if (rec.item_uri is None) == (rec.item_base64 is None):
             problems.append(Problem(i, "item_uri", "give exactly one of item_uri and item_base64"))
+        elif rec.item_uri is not None and item_uris is not None:
+            why = item_uri_problem(rec.item_uri, item_uris)
+            if why:
+                problems.append(Problem(i, "item_uri", why))
         raw: bytes | None = None
         if rec.item_base64 is not None:
             try:
@@ -176,8 +199,15 @@ def validate_batch(
             ahead = (rec.scored_at - latest + max_future).total_seconds()
             problems.append(Problem(i, "scored_at", f"{ahead:.0f} s in the future; at most "
                                     f"{max_future.total_seconds():.0f} s of clock skew is accepted"))
-        if rec.embedding is not None and not np.isfinite(rec.embedding).all():
-            problems.append(Problem(i, "embedding", "values must be finite"))
+        elif min_scored_at is not None and rec.scored_at < min_scored_at:
+            problems.append(Problem(i, "scored_at", f"{rec.scored_at.isoformat()} is before "
+                                    f"{min_scored_at.isoformat()} (AL_MIN_SCORED_AT); is the scoring clock set?"))
+        elif rec.scored_at.year in (1, 9999) and _out_of_range(rec.scored_at):
+            problems.append(Problem(i, "scored_at", "out of range once converted to UTC"))
+        if rec.embedding is not None:
+            why = _embedding_problem(rec, i, max_embedding_dim, embedding_dim_of, dims)
+            if why:
+                problems.append(Problem(i, "embedding", why))
         pid = rec.prediction_id or derive_prediction_id(rec, vectors.get(i))
         if pid in seen_ids:
             problems.append(Problem(i, "prediction_id", f"duplicate of record {seen_ids[pid]} in this batch"))
@@ -187,12 +217,83 @@ def validate_batch(
             # model_copy per record (a fifth of the validation time on 67-class batches).
             rec.__dict__["prediction_id"] = pid
             out.append((rec, tuple(classes), raw))
-    dims = {len(r.embedding) for r, _, _ in out if r.embedding is not None}
-    if len(dims) > 1:
-        problems.append(Problem(None, "embedding", f"all embeddings in a batch need one length, got {sorted(dims)}"))
+            kept.append(i)
+    # Every version may keep its own length, but a batch is stored as one matrix: one length per batch.
+    lengths = [(i, len(r.embedding)) for i, (r, _, _) in zip(kept, out, strict=True) if r.embedding is not None]
+    for i, n in lengths[1:]:
+        if n != lengths[0][1]:
+            problems.append(Problem(i, "embedding", f"{n} values, but record {lengths[0][0]} has {lengths[0][1]}: "
+                                    "a batch's embeddings need one length (send each model version on its own)"))
     if problems:
         raise BatchRejectedError("invalid scoring results", problems)
     return out
+
+
+def _schema_problems(exc: ValidationError) -> list[Problem]:
+    """pydantic's errors as problems. Non-numbers in ``probabilities``/``embedding`` become one problem
+    per record and field (a vector of 67 strings is one mistake, not 67)."""
+    found: list[Problem] = []
+    numbers: dict[tuple[int | None, str], tuple[int, int, object, int]] = {}  # -> (slot, first k, input, count)
+    for err in exc.errors():
+        loc = list(err["loc"])
+        first = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        index = first if isinstance(first, int) else None
+        if (err["type"] == "float_type" and len(loc) == 2 and loc[0] in ("probabilities", "embedding")
+                and isinstance(loc[1], int)):
+            key = (index, str(loc[0]))
+            if key in numbers:
+                slot, k, value, count = numbers[key]
+                numbers[key] = (slot, k, value, count + 1)
+            else:
+                numbers[key] = (len(found), loc[1], err.get("input"), 1)
+                found.append(Problem(index, key[1], ""))
+            continue
+        field = ".".join(str(p) for p in loc) or "record"
+        found.append(Problem(index, field, err["msg"]))
+    for (index, field), (slot, k, value, count) in numbers.items():
+        kind = "a boolean" if isinstance(value, bool) else "a string" if isinstance(value, str) else "not a number"
+        shown = json.dumps(value, default=str)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        found[slot] = Problem(index, field, f"values must be JSON numbers (not booleans or numeric strings): "
+                                            f"{count} {'is' if count == 1 else 'are'} not, the first at [{k}] "
+                                            f"is {kind} ({shown})")
+    return found
+
+
+def _embedding_problem(rec: ScoringRecord, i: int, max_dim: int | None,
+                       dim_of: Callable[[str, str], int | None] | None,
+                       dims: dict[tuple[str, str], tuple[int | None, str]]) -> str | None:
+    """Why a record's embedding is refused (too long, not finite, another length than its model
+    version's), or None; the first accepted length of a version is remembered in ``dims``."""
+    assert rec.embedding is not None
+    n = len(rec.embedding)
+    if max_dim is not None and n > max_dim:
+        return f"{n} values, the limit is {max_dim} (AL_MAX_EMBEDDING_DIM)"
+    values = np.asarray(rec.embedding, dtype=np.float64)
+    if not np.isfinite(values).all():
+        return "values must be finite"
+    if (np.abs(values) > _FLOAT32_MAX).any():
+        return f"values must lie within ±{_FLOAT32_MAX:.4g} (embeddings are stored as float32)"
+    key = (rec.model_name, rec.model_version)
+    if key not in dims:
+        stored = dim_of(*key) if dim_of is not None else None
+        dims[key] = (stored, "in the store") if stored else (None, "")
+    want, where = dims[key]
+    if want is None:
+        dims[key] = (n, f"at record {i}")
+        return None
+    if n != want:
+        return (f"{n} values, but model {rec.model_name!r} version {rec.model_version!r} has embeddings of "
+                f"{want} ({where}); one length per model version")
+    return None
+
+
+def _out_of_range(ts: datetime) -> bool:
+    try:
+        ts.astimezone(UTC)
+    except OverflowError:
+        return True
+    return False
 
 
 def _flag_probabilities(records: Sequence[ScoringRecord]) -> tuple[set[int], dict[int, bytes]]:
@@ -243,8 +344,9 @@ def batch_json_schema() -> dict[str, object]:
         "description": "A batch of scoring results for POST /api/predictions: a JSON array of records "
                        "(or an object with a 'records' array). Semantic checks (probabilities sum to 1 "
                        "and match the classes, label among the classes, exactly one of item_uri and "
-                       "item_base64, safe item ids, scored_at not in the future) are documented in "
-                       "docs/collector.md.",
+                       "item_base64, item_uri on an allowed storage location, safe item ids, scored_at "
+                       "neither implausibly old nor in the future, one embedding length per model version "
+                       "and per batch) are documented in docs/collector.md.",
         **schema,
     }
 

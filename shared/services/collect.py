@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from shared.core.payload import ScoringRecord, landing_jsonl, validate_batch
+from shared.core.item_uris import ItemUriPolicy
+from shared.core.payload import MAX_EMBEDDING_DIM, MIN_SCORED_AT, ScoringRecord, landing_jsonl, validate_batch
 from shared.core.records import PredictionBatch
 from shared.errors import NotFoundError, UnavailableError
 from shared.ports import ObjectStore, PredictionStore
@@ -43,7 +44,11 @@ class CollectService:
         max_item_bytes: int = 2 * 1024 * 1024, ingest: IngestService | None = None,
         items_container: str = ITEMS_CONTAINER, max_future: timedelta | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        allowed_item_hosts: Sequence[str] = (), min_scored_at: datetime = MIN_SCORED_AT,
+        max_embedding_dim: int = MAX_EMBEDDING_DIM,
     ) -> None:
+        """``allowed_item_hosts``: blob hosts an ``https://`` item_uri may name besides the object
+        store's own roots (:mod:`shared.core.item_uris`)."""
         self._store = store
         self._objects = objects
         self._max_records = max_records
@@ -53,6 +58,10 @@ class CollectService:
         self._max_future = max_future
         self._clock = clock
         self._classes: dict[tuple[str, str], tuple[str, ...] | None] = {}
+        self.item_uris = ItemUriPolicy.of(https_hosts=allowed_item_hosts, roots=objects.uri_roots())
+        self._min_scored_at = min_scored_at
+        self._max_embedding_dim = max_embedding_dim
+        self._dims: dict[tuple[str, str], int] = {}  # embedding length per model version, once known
 
     def _classes_of(self, name: str, version: str) -> Sequence[str] | None:
         key = (name, version)
@@ -66,13 +75,26 @@ class CollectService:
                                        f"({type(exc).__name__}); retry later") from exc
         return self._classes[key]
 
+    def _embedding_dim_of(self, name: str, version: str) -> int | None:
+        """The stored embedding length of a model version (None: none stored yet, or the store
+        cannot tell; then the batch's first embedding sets it)."""
+        key = (name, version)
+        if key not in self._dims:
+            found = self._store.embedding_dim(name, version)
+            if not found:
+                return None
+            self._dims[key] = found
+        return self._dims[key]
+
     def collect(self, payload: object) -> CollectResult:
         """Validate the whole batch first; store nothing unless every record is valid."""
         now = self._clock()
         future = {} if self._max_future is None else {"now": now, "max_future": self._max_future}
         checked = validate_batch(
             payload, classes_of=self._classes_of, max_records=self._max_records,
-            max_item_bytes=self._max_item_bytes, **future,  # type: ignore[arg-type]
+            max_item_bytes=self._max_item_bytes, min_scored_at=self._min_scored_at, item_uris=self.item_uris,
+            max_embedding_dim=self._max_embedding_dim, embedding_dim_of=self._embedding_dim_of,
+            **future,  # type: ignore[arg-type]
         )
         uris = []
         for rec, _, raw in checked:
@@ -82,8 +104,14 @@ class CollectService:
             digest = hashlib.sha256(raw).hexdigest()
             uris.append(self._objects.put(self._items_container, f"sha256/{digest}", raw))
         records = [rec for rec, _, _ in checked]
-        if self._ingest is not None:
-            return self._land_and_ingest(records, uris, now)
+        result = self._land_and_ingest(records, uris, now) if self._ingest is not None else self._store_rows(
+            records, uris)
+        for rec in records:  # landed or stored: later batches of these versions keep these lengths
+            if rec.embedding is not None:
+                self._dims.setdefault((rec.model_name, rec.model_version), len(rec.embedding))
+        return result
+
+    def _store_rows(self, records: Sequence[ScoringRecord], uris: Sequence[str]) -> CollectResult:
         new = 0
         # One stored batch per probability width (a batch may mix models with other class counts).
         for width in sorted({len(r.probabilities) for r in records}):

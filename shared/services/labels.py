@@ -3,7 +3,9 @@ ask for retraining once enough new labels are pending.
 
 :class:`LabelService` is the bookkeeping (what the embedded loop and the simulation call);
 :class:`ExportIntake` adds what the blob trigger needs around it: the error report next to the
-export, quarantine of an export that cannot be parsed, replay and statistics.
+export, quarantine, replay and statistics. An export never poisons the trigger: a transient storage
+error is retried a few times, and any failure that remains (or any other error) quarantines the
+export with a report naming the error, so the host has nothing to retry.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from shared.core.exports import REPORT_SUFFIX, is_export_name, item_id_for_url, parse_export
 from shared.core.records import Label
@@ -22,6 +28,7 @@ from shared.errors import ConfigurationError, ExportFormatError, Problem
 from shared.ports import LabelingExports, ObjectStore, PredictionStore, RetrainRequest, RetrainRequests
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,14 +187,55 @@ def report_name(name: str) -> str:
     return name + REPORT_SUFFIX
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A storage error worth retrying: no connection, a timeout, a 5xx, 408 or 429."""
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    try:
+        from azure.core import exceptions as az
+    except ImportError:  # the embedded loop may run without the Azure SDK
+        return False
+    if isinstance(exc, az.ServiceRequestError | az.ServiceResponseError):  # incl. their timeouts
+        return True
+    if isinstance(exc, az.HttpResponseError):
+        status = exc.status_code or 0
+        return status >= 500 or status in (408, 429)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an export could not be processed, for its report: the error, and whether it was a
+    transient storage error (retried ``retries`` times) or a permanent one."""
+
+    error: BaseException
+    transient: bool
+    retries: int
+
+    @property
+    def reason(self) -> str:
+        text = f"{type(self.error).__name__}: {self.error}"
+        times = f"{self.retries} time{'' if self.retries == 1 else 's'}"
+        if self.transient:
+            return f"transient storage error, retried {times}: {text}"
+        after = f" (after retrying a transient error {times})" if self.retries else ""
+        return f"permanent error{after}: {text}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"type": type(self.error).__name__, "message": str(self.error)[:2000],
+                "kind": "transient" if self.transient else "permanent", "retries": self.retries}
+
+
 def build_report(name: str, sha: str, status: str, problems: tuple[Problem, ...], *,
-                 result: IngestResult | None = None, reason: str = "") -> bytes:
-    """The error report: one entry per refused row (row, field, reason), as JSON."""
+                 result: IngestResult | None = None, reason: str = "", failure: Failure | None = None) -> bytes:
+    """The error report: one entry per refused row (row, field, reason), and the error that stopped
+    the export (type, message, transient or permanent), as JSON."""
     doc = {"export": name, "sha256": sha, "status": status, "reason": reason,
            "written_at": datetime.now(UTC).isoformat(),
            "format": result.format if result else None,
            "recorded": result.recorded if result else 0,
            "already_known": result.already_known if result else 0,
+           "error": failure.as_dict() if failure else None,
            "problems": [{"row": p.where, "field": p.field, "reason": p.reason} for p in problems]}
     return json.dumps(doc, indent=1).encode("utf-8")
 
@@ -196,16 +244,45 @@ class ExportIntake:
     """What the blob trigger and the admin endpoints call."""
 
     def __init__(self, labels: LabelService, objects: ObjectStore, *, exports_container: str,
-                 quarantine_container: str, max_bytes: int = 256 * 1024 * 1024) -> None:
+                 quarantine_container: str, max_bytes: int = 256 * 1024 * 1024, attempts: int = 3,
+                 backoff_seconds: float = 0.5, sleep: Callable[[float], None] = time.sleep) -> None:
+        """``attempts``: tries per step when a storage error is transient, waiting ``backoff_seconds``
+        and doubling (at most 8 s) in between through ``sleep`` (tests pass one that does not sleep)."""
         self.labels = labels
         self._objects = objects
         self._exports = exports_container
         self._quarantine = quarantine_container
         self._max_bytes = max_bytes
+        self._attempts = max(1, attempts)
+        self._backoff = backoff_seconds
+        self._sleep = sleep
+
+    def _retrying(self, step: Callable[[], T], what: str) -> tuple[T | None, Failure | None]:
+        """Run ``step``, retrying transient errors; (its result, None) or (None, why it failed)."""
+        tries = 0
+
+        def once() -> T:
+            nonlocal tries
+            tries += 1
+            return step()
+
+        def warn(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning("%s: transient error on try %d of %d, retrying: %r", what, tries, self._attempts, error)
+
+        retrying = Retrying(stop=stop_after_attempt(self._attempts), retry=retry_if_exception(is_transient),
+                            wait=wait_exponential(multiplier=self._backoff, max=8), sleep=self._sleep,
+                            before_sleep=warn, reraise=True)
+        try:
+            return retrying(once), None
+        except Exception as exc:
+            return None, Failure(exc, is_transient(exc), tries - 1)
 
     def process(self, container: str, name: str, data: bytes) -> ExportOutcome:
-        """Ingest one export blob. Unreadable exports are moved to quarantine with their report and
-        the call returns normally (retrying cannot fix them); storage or store failures raise."""
+        """Ingest one export blob; the call returns normally whatever the export holds. An export that
+        cannot be read, or whose processing fails (after retries, for a transient storage error), is
+        moved to quarantine with a report naming the error. Only a failure to quarantine it raises
+        (the host's retry is then the last resort)."""
         if not is_export_name(name):
             return ExportOutcome("skipped", container, name, reason="not an export (a report or a manifest)")
         return self._handle(container, name, data, quarantined=False)
@@ -223,13 +300,24 @@ class ExportIntake:
 
     def _handle(self, container: str, name: str, data: bytes, *, quarantined: bool) -> ExportOutcome:
         sha = hashlib.sha256(data).hexdigest()
-        try:
-            if len(data) > self._max_bytes:
-                raise ExportFormatError("export is too large", [Problem(
-                    None, "file", f"{len(data)} bytes, more than AL_MAX_EXPORT_BYTES={self._max_bytes}")])
-            result = self.labels.ingest(name, data)
-        except ExportFormatError as exc:
-            return self._quarantine_export(container, name, data, sha, exc)
+        if len(data) > self._max_bytes:
+            return self._quarantine_export(container, name, data, sha, ExportFormatError(
+                "export is too large", [Problem(
+                    None, "file", f"{len(data)} bytes, more than AL_MAX_EXPORT_BYTES={self._max_bytes}")]))
+        outcome, failure = self._retrying(lambda: self._record(container, name, data, sha, quarantined=quarantined),
+                                          f"export {container}/{name}")
+        if outcome is not None:
+            return outcome
+        assert failure is not None
+        if isinstance(failure.error, ExportFormatError):
+            return self._quarantine_export(container, name, data, sha, failure.error)
+        log.error("export %s/%s could not be processed: %s", container, name, failure.reason,
+                  exc_info=failure.error)
+        return self._quarantine_export(container, name, data, sha, failure)
+
+    def _record(self, container: str, name: str, data: bytes, sha: str, *, quarantined: bool) -> ExportOutcome:
+        """Record the export's labels and write (or clear) its report; idempotent, so it can be retried."""
+        result = self.labels.ingest(name, data)
         if quarantined:  # fixed: back to the exports container, out of quarantine
             self._objects.put(self._exports, name, data, overwrite=True)
             self._objects.delete(self._quarantine, report_name(name))
@@ -245,18 +333,30 @@ class ExportIntake:
         return ExportOutcome("recorded", container, name, result, report)
 
     def _quarantine_export(self, container: str, name: str, data: bytes, sha: str,
-                           exc: ExportFormatError) -> ExportOutcome:
+                           why: ExportFormatError | Failure) -> ExportOutcome:
         """Copy to quarantine with the report, then delete the original (a crash in between leaves
-        a copy that the retried trigger quarantines again, never a lost export)."""
-        log.warning("export %s/%s quarantined: %s", container, name, exc)
-        reason = str(exc)
-        body = build_report(name, sha, "quarantined", exc.problems, reason=reason)
-        if container != self._quarantine:
-            self._objects.put(self._quarantine, name, data, overwrite=True)
-        self._objects.put(self._quarantine, report_name(name), body, overwrite=True)
-        if container != self._quarantine:
-            self._objects.delete(container, name)
-            self._objects.delete(container, report_name(name))
+        a copy that the retried trigger quarantines again, never a lost export). Transient errors
+        are retried; if quarantine still fails, that error is raised (chained)."""
+        if isinstance(why, ExportFormatError):
+            reason, problems = str(why), why.problems
+            failure = Failure(why, transient=False, retries=0)
+        else:
+            reason, problems, failure = why.reason, (), why
+        log.warning("export %s/%s quarantined: %s", container, name, reason)
+        body = build_report(name, sha, "quarantined", problems, reason=reason, failure=failure)
+
+        def move() -> None:
+            if container != self._quarantine:
+                self._objects.put(self._quarantine, name, data, overwrite=True)
+            self._objects.put(self._quarantine, report_name(name), body, overwrite=True)
+            if container != self._quarantine:
+                self._objects.delete(container, name)
+                self._objects.delete(container, report_name(name))
+
+        _, failed = self._retrying(lambda: move(), f"quarantine of {container}/{name}")
+        if failed is not None:
+            raise RuntimeError(f"export {container}/{name} could not be quarantined ({failed.reason}); "
+                               f"it failed with: {reason}") from failed.error
         return ExportOutcome("quarantined", self._quarantine, name,
                              report=f"{self._quarantine}/{report_name(name)}", reason=reason)
 

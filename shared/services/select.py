@@ -5,7 +5,10 @@ the next run (same batch, same names, no duplicates); recorded items are never c
 A run holds a lock (a blob lease in Azure, a file lock embedded) from resume to hand-off, so two
 overlapping runs never pick the same item. A label budget (per UTC day, in total) caps the batch,
 counted from the labeling input folder itself; an optional stopping rule skips a batch the model is
-already sure about (docs/selection.md).
+already sure about (docs/selection.md). Before it copies an item, the item URI is checked again
+against the item URI policy (:mod:`shared.core.item_uris`): an item whose URI is refused is skipped,
+logged and reported in the result, so a row stored before the collector checked URIs cannot make
+the selector fetch an arbitrary URL.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from shared.core import strategies
+from shared.core.item_uris import ItemUriPolicy, item_uri_problem
 from shared.core.naming import extension_of, labeling_name
 from shared.core.records import SelectedItem, Selection
 from shared.core.selection import CandidateFilter
@@ -36,14 +41,26 @@ LABELING_CONTAINER = "labeling-input"
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedItem:
+    """A selected item that was not copied to labeling because its URI is not trusted."""
+
+    batch_id: str
+    item_id: str
+    item_uri: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SelectionResult:
-    """``status``: selected, preview, empty (no model or no candidates), busy, budget or stopped."""
+    """``status``: selected, preview, empty (no model or no candidates), busy, budget or stopped.
+    ``refused``: items of this run's hand-offs (new or resumed) skipped for their URI."""
 
     selection: Selection | None
     reason: str
     resumed: tuple[str, ...] = ()
     status: str = ""
     uncertainty: float | None = None
+    refused: tuple[RefusedItem, ...] = ()
 
 
 class SelectService:
@@ -62,7 +79,11 @@ class SelectService:
         labels_per_day: int | None = None,
         labels_total: int | None = None,
         stop_uncertainty_below: float | None = None,
+        allowed_item_hosts: Sequence[str] = (),
     ) -> None:
+        """``allowed_item_hosts``: blob hosts an ``https://`` item URI may name besides the object
+        store's own roots; any other item is not copied (:mod:`shared.core.item_uris`)."""
+        self.item_uris = ItemUriPolicy.of(https_hosts=allowed_item_hosts, roots=objects.uri_roots())
         self._lock = lock
         self._container = labeling_container
         self._per_day = labels_per_day
@@ -104,26 +125,26 @@ class SelectService:
         return self._lock.hold() if self._lock is not None else nullcontext()
 
     def _run_locked(self, now: datetime, strategy: str, k: int) -> SelectionResult:
-        resumed = tuple(self.resume())
+        resumed, refused = self._resume()
         left = self.budget_left(now)
         if left is not None and left <= 0:
             log.info("selection: label budget spent (per day %s, total %s)", self._per_day, self._total)
-            return SelectionResult(None, "label budget spent", resumed, "budget")
+            return SelectionResult(None, "label budget spent", resumed, "budget", refused=refused)
         result = self._choose(now, strategy, k if left is None else min(k, left))
         if result.selection is None:
             log.info("selection: nothing selected (%s)", result.reason)
-            return SelectionResult(None, result.reason, resumed, "empty")
+            return SelectionResult(None, result.reason, resumed, "empty", refused=refused)
         if (self._stop_below is not None and result.uncertainty is not None
                 and result.uncertainty < self._stop_below):
             reason = (f"stopping rule: mean uncertainty {result.uncertainty:.4f} of the batch is under "
                       f"{self._stop_below}")
             log.info("selection: %s; nothing recorded", reason)
-            return SelectionResult(None, reason, resumed, "stopped", result.uncertainty)
+            return SelectionResult(None, reason, resumed, "stopped", result.uncertainty, refused)
         self._store.record_selection(result.selection)
-        self.hand_off(result.selection)
+        refused += tuple(self.hand_off(result.selection))
         log.info("selection %s: %d items by %s", result.selection.batch_id,
                  len(result.selection.items), result.selection.strategy)
-        return SelectionResult(result.selection, result.reason, resumed, "selected", result.uncertainty)
+        return SelectionResult(result.selection, result.reason, resumed, "selected", result.uncertainty, refused)
 
     def budget_left(self, now: datetime) -> int | None:
         """Items that may still go to labeling now (None: no cap), counted from the labeling folder,
@@ -139,20 +160,32 @@ class SelectService:
         return max(0, min(left))
 
     def resume(self) -> list[str]:
-        done = []
+        return list(self._resume()[0])
+
+    def _resume(self) -> tuple[tuple[str, ...], tuple[RefusedItem, ...]]:
+        done, refused = [], []
         for selection in self._store.pending_handoffs():
             log.warning("selection %s was not fully handed off; finishing it", selection.batch_id)
-            self.hand_off(selection)
+            refused += self.hand_off(selection)
             done.append(selection.batch_id)
-        return done
+        return tuple(done), tuple(refused)
 
-    def hand_off(self, selection: Selection) -> None:
-        """Copy every item of a recorded selection to the labeling input folder (idempotent)."""
+    def hand_off(self, selection: Selection) -> list[RefusedItem]:
+        """Copy every item of a recorded selection to the labeling input folder (idempotent); an item
+        whose URI the policy refuses is not fetched: it is skipped, logged and returned."""
+        refused = []
         for item in selection.items:
+            why = item_uri_problem(item.item_uri, self.item_uris)
+            if why:
+                log.warning("selection %s: item %r not copied to labeling, its URI %r is refused: %s",
+                            selection.batch_id, item.item_id, item.item_uri[:200], why)
+                refused.append(RefusedItem(selection.batch_id, item.item_id, item.item_uri, why))
+                continue
             name = labeling_name(selection.batch_id, item.item_id, extension_of(item.item_uri))
             if not self._objects.exists(self._container, name):
                 self._objects.copy(item.item_uri, self._container, name)
         self._store.mark_handed_off(selection.batch_id)
+        return refused
 
     def _choose(self, now: datetime, strategy: str, k: int) -> SelectionResult:
         strategies.check_strategy(strategy)

@@ -18,11 +18,12 @@ from shared.core.records import ModelStatus, ModelVersion
 from shared.settings import get_settings, load_settings
 
 CLASSES = ["cat", "dog", "eel"]
+ITEM_ROOT = "file:///nowhere/"  # the embedded object store's folder, set by the ``embedded`` fixture
 
 
 def record(i: int = 0, **over: object) -> dict[str, object]:
     r: dict[str, object] = {
-        "item_id": f"img-{i}", "item_uri": f"https://example.invalid/img-{i}.png", "model_name": "m",
+        "item_id": f"img-{i}", "item_uri": f"{ITEM_ROOT}items/img-{i}.png", "model_name": "m",
         "model_version": "1", "class_names": CLASSES, "probabilities": [0.7, 0.2, 0.1],
         "predicted_label": "cat", "scored_at": "2026-03-01T10:00:00Z",
     }
@@ -52,6 +53,7 @@ def embedded(tmp_path, monkeypatch):
     monkeypatch.setenv("AL_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("AL_MAX_ITEM_BYTES", "64")
     monkeypatch.setenv("AL_MAX_BODY_BYTES", "65536")
+    monkeypatch.setitem(globals(), "ITEM_ROOT", (tmp_path / "blobs").resolve().as_uri() + "/")
     get_settings.cache_clear()
     wiring.collector.cache_clear()
     yield wiring.collector()
@@ -241,6 +243,77 @@ def test_too_many_records(functions, embedded, monkeypatch):
     wiring.collector.cache_clear()
     got = problems(functions, [record(i) for i in range(3)])
     assert got == [(None, "records", "3 records, the limit is 2")]
+
+
+# --- hostile input (issue 13): each refused with a precise reason, nothing stored -------------------
+
+@pytest.mark.parametrize(("field", "values", "needle"), [
+    ("probabilities", [True, False, False], "the first at [0] is a boolean (true)"),
+    ("probabilities", ["0.7", "0.2", "0.1"], 'the first at [0] is a string ("0.7")'),
+    ("embedding", [True, False], "the first at [0] is a boolean (true)"),
+    ("embedding", ["0.5", "0.5"], 'the first at [0] is a string ("0.5")'),
+])
+def test_booleans_and_numeric_strings_are_not_numbers(functions, embedded, field, values, needle):
+    got = problems(functions, [record(0), record(1, **{field: values})])
+    assert len(got) == 1 and got[0][:2] == (1, field) and "JSON numbers" in got[0][2] and needle in got[0][2], got
+    assert nothing_stored(embedded)
+
+
+def test_a_huge_embedding_is_refused(functions, embedded, monkeypatch):
+    monkeypatch.setenv("AL_MAX_BODY_BYTES", str(8 * 1024 * 1024))
+    get_settings.cache_clear()
+    wiring.collector.cache_clear()
+    col = wiring.collector()
+    got = problems(functions, [record(0, embedding=[0.5] * 200_000)])
+    assert got == [(0, "embedding", "200000 values, the limit is 4096 (AL_MAX_EMBEDDING_DIM)")]
+    assert nothing_stored(col)
+
+
+def test_embeddings_keep_one_length_per_model_version_across_batches(functions, embedded):
+    assert post(functions, request([record(0, embedding=[0.1, 0.2, 0.3])]))[0] == 202
+    got = problems(functions, [record(1, embedding=[0.1, 0.2, 0.3]), record(2, embedding=[0.1, 0.2])])
+    assert got == [(1, "embedding", "2 values, but model 'm' version '1' has embeddings of 3 (in the store); "
+                                    "one length per model version")]
+    embedded.collect._dims.clear()  # a fresh process: the length comes from the store
+    assert problems(functions, [record(3, embedding=[0.5] * 4)])[0][:2] == (0, "embedding")
+    assert post(functions, request([record(4, model_version="2", embedding=[0.5] * 4)]))[0] == 202
+    assert {(c.model_version, c.predictions) for c in embedded.counts.counts_by_version()} == {("1", 1), ("2", 1)}
+
+
+@pytest.mark.parametrize("uri", [
+    "file:///etc/passwd", "http://169.254.169.254/metadata/instance?api-version=2021-02-01",
+    "ftp://files.example/img.png", "http://files.example/img.png", "https://files.example/img.png",
+    "file:///tmp/../etc/passwd", "relative/img.png",
+])
+def test_untrusted_item_uris_are_refused(functions, embedded, uri):
+    got = problems(functions, [record(0), record(1, item_uri=uri)])
+    assert len(got) == 1 and got[0][:2] == (1, "item_uri") and "item URIs must be under file://" in got[0][2], got
+    assert nothing_stored(embedded)
+
+
+def test_item_uris_in_azure_are_https_on_the_allowed_accounts(tmp_path):
+    """The wiring's policy in Azure: AL_ALLOWED_ITEM_HOSTS over https, plus the store's own endpoint."""
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.core.item_uris import item_uri_problem
+
+    settings = load_settings(backend="azure", adx_cluster_uri="https://c.westeurope.kusto.windows.net",
+                             storage_account_url="https://own.blob.core.windows.net",
+                             allowed_item_hosts="other.blob.core.windows.net")
+    policy = wiring.build_collector(settings, credential=object(), ingest_client=object(), query_client=object(),
+                                    blob_service=BlobServiceClient(settings.storage_account_url)).collect.item_uris
+    assert item_uri_problem("https://other.blob.core.windows.net/items/a.png", policy) is None
+    assert item_uri_problem("https://own.blob.core.windows.net/items/a.png", policy) is None
+    for bad in ("http://other.blob.core.windows.net/items/a.png", "https://third.blob.core.windows.net/i/a.png",
+                "file:///etc/passwd", f"{(tmp_path / 'x').as_uri()}"):
+        assert item_uri_problem(bad, policy), bad
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "1999-12-31T23:59:59+00:00"])
+def test_implausibly_old_scored_at(functions, embedded, when):
+    got = problems(functions, [record(0), record(1, scored_at=when)])
+    assert len(got) == 1 and got[0][:2] == (1, "scored_at") and "AL_MIN_SCORED_AT" in got[0][2], got
+    assert nothing_stored(embedded)
 
 
 # --- admin routes and the timer -----------------------------------------------------------------

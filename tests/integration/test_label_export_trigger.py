@@ -219,3 +219,90 @@ def test_racing_senders_queue_one_message_and_a_failed_send_gives_the_watermark_
     with pytest.raises(ConnectionError):
         a.request(_request(20))
     assert a.last_watermark("m") == 9  # the next trigger will ask again
+
+
+# --- the label stage never poisons an export (issue 13) ---------------------------------------------
+
+class Raising:
+    """The real store or object store, but ``method`` raises ``error`` (the first ``times`` calls, or always)."""
+
+    def __init__(self, inner, method: str, error: BaseException, times: int | None = None) -> None:
+        self._inner, self._method, self._error, self._left = inner, method, error, times
+        self.calls = 0
+
+    def __getattr__(self, name: str):
+        real = getattr(self._inner, name)
+        if name != self._method:
+            return real
+
+        def call(*args, **kwargs):
+            self.calls += 1
+            if self._left is None or self._left > 0:
+                self._left = None if self._left is None else self._left - 1
+                raise self._error
+            return real(*args, **kwargs)
+        return call
+
+
+def install(settings, store, objects, sleeps: list[float]) -> None:
+    """An intake over the given (failing) store and object store, with a sleep that only records."""
+    from shared.services.labels import ExportIntake, LabelService
+
+    base = wiring.intake()
+    labels = LabelService(store, model_name="m", class_names=lambda: ("cat", "dog"), retrain_threshold=3,
+                          requests=base.labels.requests)
+    wiring.use(ExportIntake(labels, objects, exports_container=settings.exports_container,
+                            quarantine_container=settings.quarantine_container, sleep=sleeps.append))
+
+
+def quarantine_report(blobs, settings, name: str) -> dict:
+    client = blobs.get_blob_client(settings.quarantine_container, f"{name}.report.json")
+    return json.loads(client.download_blob().readall())
+
+
+def test_an_unexpected_store_error_quarantines_the_export_and_the_trigger_finishes(app):
+    functions, settings, blobs, _, store = app
+    sleeps: list[float] = []
+    failing = Raising(store, "add_labels", RuntimeError("table locked by a dead writer"))
+    install(settings, failing, wiring.intake()._objects, sleeps)
+    data = write_csv_export([(url("i0"), "cat")])
+    deliver(functions, blobs, settings.exports_container, "Labeling/export/csv/e.csv", data)  # returns None
+    assert not blobs.get_blob_client(settings.exports_container, "Labeling/export/csv/e.csv").exists()
+    assert blobs.get_blob_client(settings.quarantine_container,
+                                 "Labeling/export/csv/e.csv").download_blob().readall() == data
+    report = quarantine_report(blobs, settings, "Labeling/export/csv/e.csv")
+    assert report["reason"] == "permanent error: RuntimeError: table locked by a dead writer"
+    assert report["error"] == {"type": "RuntimeError", "message": "table locked by a dead writer",
+                               "kind": "permanent", "retries": 0}
+    assert failing.calls == 1 and sleeps == [] and store.count_labels() == 0
+
+
+def test_a_storage_outage_is_retried_then_quarantined_as_transient(app):
+    from azure.core.exceptions import ServiceResponseError
+
+    functions, settings, blobs, _, store = app
+    sleeps: list[float] = []
+    down = Raising(store, "is_selected", ServiceResponseError("Connection aborted"))
+    install(settings, down, wiring.intake()._objects, sleeps)
+    deliver(functions, blobs, settings.exports_container, "t.csv", write_csv_export([(url("i0"), "cat")]))
+    report = quarantine_report(blobs, settings, "t.csv")
+    assert report["reason"] == "transient storage error, retried 2 times: ServiceResponseError: Connection aborted"
+    assert report["error"]["kind"] == "transient" and down.calls == 3 and sleeps == [0.5, 1.0]
+
+
+def test_a_blob_5xx_is_retried_and_the_export_recorded(app):
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.adapters.blob_objects import BlobObjectStore
+
+    functions, settings, blobs, _, store = app
+    busy = HttpResponseError(message="Server Busy")
+    busy.status_code = 503
+    sleeps: list[float] = []
+    objects = Raising(BlobObjectStore(blobs), "delete", busy, times=1)  # the stale-report cleanup
+    install(settings, store, objects, sleeps)
+    deliver(functions, blobs, settings.exports_container, "ok.csv", write_csv_export([(url("i1"), "dog")]))
+    assert store.count_labels() == 1 and sleeps == [0.5]
+    assert blobs.get_blob_client(settings.exports_container, "ok.csv").exists()
+    assert not blobs.get_container_client(settings.quarantine_container).exists() or not list(
+        blobs.get_container_client(settings.quarantine_container).list_blob_names())

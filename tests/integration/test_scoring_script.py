@@ -71,7 +71,7 @@ def serve_collector(http: HTTPServer, collector) -> list[int]:
     return statuses
 
 
-def test_score_and_collect_end_to_end(model_dir, collector, monkeypatch, rng):
+def test_score_and_collect_end_to_end(model_dir, collector, monkeypatch, rng, tmp_path):
     images = rng.integers(0, 256, size=(4, 20, 20), dtype=np.uint8)
     pngs = [encode_png(im) for im in images]
     with HTTPServer(host="127.0.0.1") as http:
@@ -81,7 +81,8 @@ def test_score_and_collect_end_to_end(model_dir, collector, monkeypatch, rng):
         script = load_script()
         script.init()
         items = [{"item_id": f"it-{i}", "data": base64.b64encode(b).decode()} for i, b in enumerate(pngs)]
-        items[0]["item_uri"] = "https://example.invalid/it-0.png"
+        # an item already in the (embedded) object store, named by its file:// URI
+        items[0]["item_uri"] = (tmp_path / "data" / "blobs" / "items" / "it-0.png").resolve().as_uri()
         answer = script.run(json.dumps({"items": items}))
         script._endpoint.client.flush(timeout=30)
         script.shutdown()

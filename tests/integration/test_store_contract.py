@@ -66,6 +66,7 @@ def test_predictions_selection_reads_and_duplicates(store):
     assert store.add_predictions(b) == 0  # a known prediction id is a duplicate
     flt = CandidateFilter("m", "1", np.datetime64("2026-03-01T00:00", "us"), np.datetime64("2026-03-02T00:00", "us"))
     assert [(r.item_id, round(r.score, 4)) for r in store.top_k(flt, "margin", 2)] == [("x", 0.0), ("z", 0.4)]
+    assert store.embedding_dim("m", "1") == 2 and store.embedding_dim("m", "9") is None
     cands = store.candidates(flt, limit=2)
     assert cands.item_ids.tolist() == ["x", "z"] and cands.embeddings is not None
 

@@ -117,3 +117,21 @@ def test_duckdb_schema_mirrors_the_adx_tables():
 def test_snake_case_naming():
     assert [snake(n) for n in ("PredictionId", "ExportSha256", "TrainedOnLabels")] == [
         "prediction_id", "export_sha256", "trained_on_labels"]
+
+
+def test_the_store_reads_a_versions_embedding_length_with_query_parameters():
+    from shared.adapters.adx_store import AdxStore
+
+    calls = []
+
+    class Client:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def execute_query(self, database, query, props):
+            calls.append((database, query, json.loads(props.to_json())["Parameters"]))
+            return type("Response", (), {"primary_results": [self.rows]})()
+
+    assert AdxStore(Client([{"Dim": 64}]), database="db").embedding_dim("m", "1") == 64
+    assert AdxStore(Client([]), database="db").embedding_dim("m", "2") is None
+    assert calls[0] == ("db", kql.load("embedding_dim"), {"model_name": "m", "model_version": "1"})

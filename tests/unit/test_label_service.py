@@ -172,3 +172,138 @@ def test_stats_count_labels_per_class_and_pending(loop):
     stats = intake.stats()
     assert stats["labels_per_class"] == {"cat": 1, "dog": 2} and stats["pending"] == 3
     assert stats["quarantined_exports"] == [] and stats["last_retrain_watermark"] == 3
+
+
+# --- the label stage never poisons an export (issue 13) ---------------------------------------------
+
+class Flaky:
+    """A store (or object store) whose ``method`` raises the given errors in turn, then works."""
+
+    def __init__(self, inner, method: str, *errors: BaseException, forever: bool = False) -> None:
+        self._inner, self._method, self._errors, self._forever = inner, method, list(errors), forever
+        self.calls = 0
+
+    def __getattr__(self, name: str):
+        real = getattr(self._inner, name)
+        if name != self._method:
+            return real
+
+        def call(*args, **kwargs):
+            self.calls += 1
+            if self._errors:
+                error = self._errors[0] if self._forever else self._errors.pop(0)
+                raise error
+            return real(*args, **kwargs)
+        return call
+
+
+def http_error(status: int):
+    from azure.core.exceptions import HttpResponseError
+
+    err = HttpResponseError(message=f"status {status}")
+    err.status_code = status
+    return err
+
+
+def test_which_errors_are_transient():
+    from azure.core.exceptions import (
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceRequestTimeoutError,
+        ServiceResponseError,
+    )
+
+    from shared.services.labels import is_transient
+
+    transient = [ServiceRequestError("dns"), ServiceResponseError("reset"), ServiceRequestTimeoutError("slow"),
+                 http_error(500), http_error(503), http_error(429), http_error(408), TimeoutError("t"),
+                 ConnectionResetError("r")]
+    permanent = [http_error(400), http_error(403), ResourceNotFoundError("gone"), KeyError("k"),
+                 ValueError("v"), ConfigurationError("no classes")]
+    assert all(is_transient(e) for e in transient)
+    assert not any(is_transient(e) for e in permanent)
+
+
+def intake_over(store, objects, sleeps: list[float], **kw) -> ExportIntake:
+    labels = LabelService(store, model_name="m", class_names=lambda: CLASSES, retrain_threshold=3,
+                          requests=InProcessRetrainRequests())
+    return ExportIntake(labels, objects, exports_container="exports", quarantine_container="quarantine",
+                        sleep=sleeps.append, **kw)
+
+
+def test_a_permanent_store_error_quarantines_the_export_with_a_report_naming_it(loop):
+    store, _, _, objects, _ = loop
+    sleeps: list[float] = []
+    failing = Flaky(store, "add_labels", RuntimeError("disk full"), forever=True)
+    intake = intake_over(failing, objects, sleeps)
+    data = write_csv_export([(url("i0"), "cat")])
+    objects.put("exports", "e.csv", data)
+    outcome = intake.process("exports", "e.csv", data)  # returns: nothing for the host to retry
+    assert outcome.status == "quarantined" and outcome.reason == "permanent error: RuntimeError: disk full"
+    assert failing.calls == 1 and sleeps == []  # not retried
+    assert not objects.exists("exports", "e.csv") and objects.get("quarantine", "e.csv") == data
+    report = json.loads(objects.get("quarantine", "e.csv.report.json"))
+    assert report["status"] == "quarantined" and report["reason"] == outcome.reason
+    assert report["error"] == {"type": "RuntimeError", "message": "disk full", "kind": "permanent", "retries": 0}
+
+
+def test_a_transient_storage_error_is_retried_then_recorded(loop):
+    from azure.core.exceptions import ServiceResponseError
+
+    store, _, _, objects, _ = loop
+    sleeps: list[float] = []
+    flaky = Flaky(store, "is_selected", ServiceResponseError("connection reset"), http_error(503))
+    intake = intake_over(flaky, objects, sleeps)
+    outcome = intake.process("exports", "e.csv", write_csv_export([(url("i0"), "cat")]))
+    assert outcome.status == "recorded" and outcome.result.recorded == 1 and store.count_labels() == 1
+    assert flaky.calls == 3 and sleeps == [0.5, 1.0]  # short exponential backoff, injected sleep
+
+
+def test_a_transient_error_that_outlasts_the_retries_quarantines_and_says_so(loop):
+    from azure.core.exceptions import ServiceRequestError
+
+    store, _, _, objects, _ = loop
+    sleeps: list[float] = []
+    down = Flaky(store, "is_selected", ServiceRequestError("name resolution failed"), forever=True)
+    intake = intake_over(down, objects, sleeps, attempts=4, backoff_seconds=0.1)
+    data = write_csv_export([(url("i0"), "cat")])
+    outcome = intake.process("exports", "e.csv", data)
+    assert outcome.status == "quarantined" and down.calls == 4 and len(sleeps) == 3
+    assert outcome.reason == ("transient storage error, retried 3 times: ServiceRequestError: "
+                              "name resolution failed")
+    report = json.loads(objects.get("quarantine", "e.csv.report.json"))
+    assert report["error"]["kind"] == "transient" and report["error"]["retries"] == 3
+    # Once the store is back, a replay records it and takes it out of quarantine.
+    intake_ok = intake_over(store, objects, [])
+    assert intake_ok.replay("e.csv").status == "recorded" and objects.list("quarantine") == []
+
+
+def test_a_transient_then_permanent_error_is_reported_as_permanent(loop):
+    store, _, _, objects, _ = loop
+    sleeps: list[float] = []
+    flaky = Flaky(store, "is_selected", http_error(429), KeyError("item"))
+    outcome = intake_over(flaky, objects, sleeps).process("exports", "e.csv", write_csv_export([(url("i0"), "cat")]))
+    assert outcome.status == "quarantined"
+    assert outcome.reason == "permanent error (after retrying a transient error 1 time): KeyError: 'item'"
+
+
+def test_a_format_error_report_names_it_permanent_too(loop):
+    _, _, _, objects, intake = loop
+    outcome = intake.process("exports", "bad.csv", b"Image,Class\nx,y\n")
+    report = json.loads(objects.get("quarantine", "bad.csv.report.json"))
+    assert outcome.status == "quarantined"
+    assert report["error"] == {"type": "ExportFormatError", "message": outcome.reason, "kind": "permanent",
+                               "retries": 0}
+
+
+def test_when_even_quarantine_fails_the_error_is_raised_for_the_host_to_retry(loop):
+    from azure.core.exceptions import ServiceResponseError
+
+    store, _, _, objects, _ = loop
+    sleeps: list[float] = []
+    broken_store = Flaky(store, "add_labels", RuntimeError("disk full"), forever=True)
+    broken_objects = Flaky(objects, "put", ServiceResponseError("storage down"), forever=True)
+    intake = intake_over(broken_store, broken_objects, sleeps)
+    with pytest.raises(RuntimeError, match="could not be quarantined") as info:
+        intake.process("exports", "e.csv", write_csv_export([(url("i0"), "cat")]))
+    assert isinstance(info.value.__cause__, ServiceResponseError) and len(sleeps) == 2
