@@ -482,3 +482,12 @@ def test_vscode_tasks_start_azurite_and_the_host():
     assert "azurite" in commands and "--skipApiVersionCheck" in commands and "host start" in commands
     launch = json.loads((ROOT / ".vscode" / "launch.json").read_text())
     assert any(c.get("preLaunchTask") == "func: host start" for c in launch["configurations"])
+
+
+# -- Flex Consumption -----------------------------------------------------------------------------------
+
+def test_no_site_property_or_setting_that_flex_consumption_does_not_support():
+    app = _strip_comments((MODULES / "functionapp.bicep").read_text())
+    for name in ("ftpsState", "linuxFxVersion", "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION",
+                 "WEBSITE_RUN_FROM_PACKAGE", "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"):
+        assert name not in app, name
