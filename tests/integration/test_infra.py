@@ -682,6 +682,77 @@ def test_reports_quarantine_and_replay_use_the_account_the_trigger_watches():
 
 # Training: datastore, environment, checkpoint, compute, workflow
 
+def test_the_items_datastore_has_one_name_that_the_job_mounts():
+    m = re.fullmatch(r"azureml://datastores/(\w+)/paths/", job_spec()["inputs"]["items"]["path"])
+    assert m, job_spec()["inputs"]["items"]["path"]
+    assert var_literal("amlItemsDatastore") == m.group(1)
+    assert "amlItemsDatastore" not in params()  # a var: overriding it could not change the job spec
+    assert app_settings_of("github_dispatch")["AL_AML_ITEMS_DATASTORE"] == "useAml ? amlItemsDatastore : ''"
+    call = module_call("aml")
+    assert "itemsDatastoreName: amlItemsDatastore" in call and "itemsContainer: containerNames.items" in call
+    aml = _strip_comments((MODULES / "aml-access.bicep").read_text())
+    items = re.search(r"(?s)resource itemsDatastore .*?\n\}", aml).group(0)
+    assert "containerName: itemsContainer" in items
+    assert "credentials: { credentialsType: 'None' }" in items  # identity-based: no stored credential
+
+
+def test_the_training_environment_lists_its_pip_packages_inline():
+    conda = yaml.safe_load((ROOT / "training" / "environment" / "conda.yaml").read_text())
+    pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    assert pip and not [p for p in pip if p.lstrip().startswith("-")], pip  # no `-r requirements.txt`
+    requirements = [line.strip() for line in
+                    (ROOT / "training" / "environment" / "requirements.txt").read_text().splitlines()
+                    if line.strip() and not line.lstrip().startswith("#")]
+    assert pip == requirements
+    assert "python=3.11" in conda["dependencies"]
+
+
+def test_the_jobs_local_paths_resolve_from_the_job_files_folder():
+    """The CLI resolves local paths in a job spec, and in --set overrides of it, relative to the spec's folder."""
+    base, job = JOB.parent, job_spec()
+    checkpoint = job["inputs"]["checkpoint"]
+    assert checkpoint["type"] == "custom_model"
+    assert (base / checkpoint["path"]).resolve() == (ROOT / "training" / "empty-checkpoint")
+    assert (ROOT / "training" / "empty-checkpoint").is_dir()
+    assert (base / job["code"]).resolve() == ROOT
+    assert (base / job["environment"]["conda_file"]).is_file()
+    script = "\n".join(s.get("run", "") for s in workflow_steps())
+    overrides = re.findall(r'--set "?inputs\.\w+\.path=([^"\s]+)', script)
+    assert overrides and all(o.startswith(("azureml:", "${{")) for o in overrides), overrides
+    assert "./training/" not in script  # `training/training/...`: the default comes from the job spec
+
+
+def test_the_workflow_sets_up_python_before_pip_and_logs_in_with_oidc():
+    steps = workflow_steps()
+    setup = [i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/setup-python@")]
+    assert len(setup) == 1 and str(steps[setup[0]]["with"]["python-version"]) == "3.11"
+    pips = [i for i, s in enumerate(steps) if "pip install" in s.get("run", "")]
+    assert pips and setup[0] < min(pips)
+    login = [s for s in steps if s.get("uses", "").startswith("azure/login@")]
+    assert len(login) == 1
+    assert login[0]["with"] == {"client-id": "${{ secrets.AZURE_CLIENT_ID }}",
+                                "tenant-id": "${{ secrets.AZURE_TENANT_ID }}",
+                                "subscription-id": "${{ secrets.AZURE_SUBSCRIPTION_ID }}"}  # OIDC: no creds
+    assert yaml.safe_load(WORKFLOW.read_text())["permissions"]["id-token"] == "write"
+    assert steps.index(login[0]) < min(i for i, s in enumerate(steps) if "az ml" in s.get("run", ""))
+
+
+def test_the_training_compute_cluster_is_created_with_its_own_identity():
+    assert job_spec()["compute"] == f"azureml:{var_literal('amlTrainingCompute')}"
+    aml = _strip_comments((MODULES / "aml-access.bicep").read_text())
+    compute = re.search(r"(?s)resource compute 'Microsoft\.MachineLearningServices/workspaces/computes@[\d-]+' = "
+                        r"\{.*?\n\}", aml)
+    assert compute, "no compute cluster in aml-access.bicep"
+    body = compute.group(0)
+    for needle in ("computeType: 'AmlCompute'", "minNodeCount: 0", "type: 'UserAssigned'",
+                   "userAssignedIdentities: { '${computeIdentityId}': {} }", "name: computeName"):
+        assert needle in body, needle
+    call = module_call("aml")
+    assert "computeName: amlTrainingCompute" in call
+    assert "computeIdentityId: useAml ? computeIdentity.outputs.resourceId : ''" in call
+    assert "user-assigned-identity" in module_call("computeIdentity")
+
+
 def test_the_compute_identity_reads_the_loops_items_and_manifests():
     assert "computePrincipalId: useAml ? computeIdentity.outputs.principalId : ''" in module_call("storageRoles")
     roles = _strip_comments((MODULES / "storage-roles.bicep").read_text())
