@@ -837,6 +837,23 @@ def test_the_settings_issue_10_adds_reach_the_apps_that_read_them():
 
 # The runbook
 
+def test_the_deploy_runbook_walks_to_the_first_closed_round_and_cites_its_sources():
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    for needle in ("azd up", "infra/adx/", "AML_LABELING_JOB", "al bootstrap --onnx", "al bootstrap --aml-model",
+                   "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID", "AML_WORKSPACE", "AML_RESOURCE_GROUP",
+                   "postdeploy", "retrain-requests", "/api/retrain/retrain-", "ModelVersions", "Labels"):
+        assert needle in doc, needle
+    refs = doc.split("## References", 1)
+    assert len(refs) == 2, "no References section"
+    urls = re.findall(r"https://[^\s)>\]]+", refs[1])
+    assert len(urls) >= 8
+    assert all(u.startswith(("https://learn.microsoft.com/", "https://docs.github.com/", "https://github.com/Azure"))
+               for u in urls), urls
+    for topic in ("functions-event-grid-blob-trigger", "flex-consumption", "durable-functions-azure-storage-provider",
+                  "exportlabels", "create-a-workflow-dispatch-event", "ingest-data-streaming", "extent-tags"):
+        assert any(topic in u for u in urls), topic
+
+
 # -- Flex Consumption -----------------------------------------------------------------------------------
 
 def test_no_site_property_or_setting_that_flex_consumption_does_not_support():
