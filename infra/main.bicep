@@ -73,6 +73,9 @@ param amlDeployment string = ''
 param amlLabelingJob string = ''
 @description('NCRONTAB with seconds for the label app\'s automatic export timer (AL_EXPORT_SCHEDULE); every 30 minutes by default.')
 param exportSchedule string = '0 */30 * * * *'
+@description('Format the automatic export asks Data Labeling for (AL_EXPORT_FORMAT).')
+@allowed(['CSV', 'Coco'])
+param exportFormat string = 'CSV'
 @description('VM size and node limit of the training compute cluster created in the workspace (min nodes 0).')
 param amlComputeVmSize string = 'Standard_DS3_v2'
 param amlComputeMaxNodes int = 1
@@ -362,7 +365,12 @@ var selectorSettings = union(amlWorkspaceSettings, {
 
 var labelsSettings = union(retrainQueueSettings, amlWorkspaceSettings, classSettings, {
   // The blob trigger's connection (identity-based): the account the exports land in, which the Event Grid
-  // system topic watches.
+  // system topic watches. AL_EXPORTS_STORAGE is the connection the issue-10 blueprint names; AL_STORAGE__*
+  // (same account) serves the blueprint before it and can go once both are merged.
+  AL_EXPORTS_STORAGE__blobServiceUri: exportsBlobUri
+  AL_EXPORTS_STORAGE__queueServiceUri: exportsQueueUri
+  AL_EXPORTS_STORAGE__credential: identityConnection.credential
+  AL_EXPORTS_STORAGE__clientId: identityConnection.clientId
   AL_STORAGE__blobServiceUri: exportsBlobUri
   AL_STORAGE__queueServiceUri: exportsQueueUri
   AL_STORAGE__credential: identityConnection.credential
@@ -382,6 +390,9 @@ var labelsSettings = union(retrainQueueSettings, amlWorkspaceSettings, classSett
   // workspace's default blob store, where the trigger above picks them up.
   AL_AML_LABELING_JOB: amlLabelingJob
   AL_EXPORT_SCHEDULE: exportSchedule
+  AL_EXPORT_FORMAT: exportFormat
+  // exportLabels is an ARM operation: this cloud's Resource Manager endpoint.
+  AL_AML_ARM_URL: environment().resourceManager
 })
 
 var dispatchSettings = union(retrainQueueSettings, amlWorkspaceSettings, classSettings, {
@@ -462,6 +473,7 @@ output EXPORTS_SYSTEM_TOPIC_RESOURCE_GROUP string = exportsResourceGroup
 output EXPORTS_SYSTEM_TOPIC_SUBSCRIPTION_ID string = exportsSubscriptionId
 output AL_EXPORTS_CONTAINER string = externalExports ? exportsContainer : containerNames.exports
 output AL_EXPORTS_PREFIX string = exportsPrefix
+output AL_AML_LABELING_JOB string = amlLabelingJob
 output AML_TRAINING_COMPUTE string = useAml ? amlTrainingCompute : ''
 output AML_ITEMS_DATASTORE string = useAml ? amlItemsDatastore : ''
 output COLLECTOR_URL string = 'https://${functionApps[0].outputs.hostName}/api/predictions'

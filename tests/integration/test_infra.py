@@ -35,7 +35,9 @@ LOCAL_ONLY = {"AL_STORAGE_CONNECTION_STRING"}
 # switch, the exports account, the automatic export). The Bicep and local.settings.json.example carry them
 # already; read_by_code accepts them until shared/settings.py has the fields, and from then on every other
 # check (the literal values validate, ...) applies to them too.
-COORDINATED = {"AL_BLOB_TRIGGER_SOURCE", "AL_EXPORTS_ACCOUNT_URL", "AL_AML_LABELING_JOB", "AL_EXPORT_SCHEDULE"}
+COORDINATED = {"AL_BLOB_TRIGGER_SOURCE", "AL_EXPORTS_ACCOUNT_URL", "AL_AML_LABELING_JOB", "AL_EXPORT_SCHEDULE",
+               "AL_EXPORT_FORMAT", "AL_AML_ARM_URL",
+               "AL_EXPORTS_STORAGE"}  # the blob trigger's connection in the issue-10 blueprint
 
 
 # -- reading the Bicep text ---------------------------------------------------------------------------
@@ -165,14 +167,51 @@ def binding_settings(stage: str) -> set[str]:
     return set(re.findall(r"%(AL_\w+)%", text)) | set(re.findall(r'connection="(AL_\w+)"', text))
 
 
+@cache
+def composition_root() -> dict[str, set[str]]:
+    """Port of ``shared/backends.py`` (a ``Backend`` property or method) -> the Settings fields it reads,
+    through the other members it calls. Empty while there is no composition root."""
+    path = ROOT / "shared" / "backends.py"
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    body = text[text.index("class Backend"):]
+    members: dict[str, tuple[set[str], set[str]]] = {}
+    for block in re.split(r"\n(?=    (?:@cached_property\n    )?def )", body):
+        m = re.match(r"\s*(?:@cached_property\s*)?def (\w+)\(", block)
+        if m:
+            fields = {w for w in re.findall(r"\b(?:settings|s)\.(\w+)", block) if w in FIELDS}
+            members[m.group(1)] = (fields, set(re.findall(r"self\.(\w+)", block)))
+
+    def reads(name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        fields, calls = members.get(name, (set(), set()))
+        out = set(fields)
+        for call in calls - seen - {name}:
+            out |= reads(call, seen | {name})
+        return out
+
+    return {name: reads(name) for name in members}
+
+
 def needed_by(stage: str) -> set[str]:
-    """AL_ settings the stage's code reads: Settings fields used in functions/<stage>/, its bindings,
-    and AL_STAGES (function_app.py)."""
+    """AL_ settings the stage's code reads: Settings fields used in functions/<stage>/, those the ports it
+    takes from the composition root read (shared/backends.py), what the Azure start-up check requires of
+    it, its bindings, and AL_STAGES (function_app.py)."""
     used = {"stages"}
+    root = composition_root()
     for path in (ROOT / "functions" / stage).glob("*.py"):
         text = path.read_text()
         used |= {w for w in re.findall(r"\.(\w+)\b", text) if w in FIELDS}
         used |= {w for w in re.findall(r'"(\w+)"', text) if w in FIELDS}
+        for port in set(re.findall(r"\bports\.(\w+)", text)) & set(root):
+            used |= root[port]
+    if root:
+        import shared.settings as settings_module
+
+        used |= {"adx_cluster_uri", "storage_account_url"}  # required on the Azure backend
+        used |= set(getattr(settings_module, "_AZURE_NEEDS", {}).get(stage, ()))
+        if stage == "label_export_trigger":
+            used.add("exports_account_url")
     return {f"AL_{f.upper()}" for f in used} | binding_settings(stage)
 
 
@@ -183,14 +222,15 @@ def connections() -> set[str]:
 def read_by_code(name: str) -> bool:
     base = name.split("__", 1)[0]
     return (name == base and base.removeprefix("AL_").lower() in FIELDS) or base in connections() \
-        or name in COORDINATED
+        or base in COORDINATED
 
 
 def test_the_derivation_sees_what_each_stage_reads():
     """Guard the regexes above: known reads of each stage are found."""
     assert {"AL_ADX_CLUSTER_URI", "AL_LANDING_CONTAINER", "AL_MAX_BODY_BYTES"} <= needed_by("scoring_collector")
     assert {"AL_SELECTION_SCHEDULE", "AL_STRATEGY", "AL_LABELING_CONTAINER"} <= needed_by("selector_timer")
-    assert {"AL_STORAGE", "AL_EXPORTS_CONTAINER", "AL_EXPORTS_PREFIX"} <= needed_by("label_export_trigger")
+    assert {"AL_EXPORTS_CONTAINER", "AL_EXPORTS_PREFIX"} <= needed_by("label_export_trigger")
+    assert {"AL_STORAGE", "AL_EXPORTS_STORAGE"} & needed_by("label_export_trigger")  # the trigger's connection
     assert {"AL_STORAGE", "AL_RETRAIN_QUEUE", "AL_GITHUB_TOKEN"} <= needed_by("github_dispatch")
     assert set(app_settings_of("selector_timer")) >= {"AL_SELECTION_SCHEDULE", "AL_ADX_CLUSTER_URI", "AL_BACKEND"}
 
@@ -497,7 +537,7 @@ def test_local_settings_example_has_every_setting_and_starts_the_app(monkeypatch
     assert not sorted(n for n in values if n.startswith("AL_") and not read_by_code(n))
     azurite = values["AzureWebJobsStorage"]
     assert "AccountName=devstoreaccount1" in azurite and "BlobEndpoint=http://127.0.0.1:10000/" in azurite
-    assert values["AL_STORAGE"] == azurite == values["AL_STORAGE_CONNECTION_STRING"]
+    assert values["AL_STORAGE"] == azurite == values["AL_STORAGE_CONNECTION_STRING"] == values["AL_EXPORTS_STORAGE"]
     assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
     for name, value in values.items():
         if name.startswith("AL_") and name.removeprefix("AL_").lower() in FIELDS:
@@ -656,6 +696,16 @@ esac
     done = subprocess.run(["sh", str(HOOK)], cwd=ROOT, env=missing, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "topic is empty" in done.stderr
 
+    # the key never appears: before the labeling project exists the label app cannot start (not an error
+    # of `azd up`); once AL_AML_LABELING_JOB is set it is one
+    (tmp_path / "az").write_text(f"#!/bin/sh\necho \"$*\" >> {log}\necho false\n")
+    done = subprocess.run(["sh", str(HOOK)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "azd hooks run postdeploy" in done.stderr
+    done = subprocess.run(["sh", str(HOOK)], cwd=ROOT, env={**env, "AL_AML_LABELING_JOB": "project-1"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "no blobs_extension key" in done.stderr
+    assert len([c for c in log.read_text().splitlines() if c.startswith("deployment group create")]) == 1
+
 
 def test_the_label_app_uses_the_event_grid_source_in_azure_and_polling_under_func_start():
     assert literal(app_settings_of("label_export_trigger")["AL_BLOB_TRIGGER_SOURCE"]) == "EventGrid"
@@ -669,8 +719,9 @@ def test_the_label_app_uses_the_event_grid_source_in_azure_and_polling_under_fun
 
 def test_reports_quarantine_and_replay_use_the_account_the_trigger_watches():
     labels = app_settings_of("label_export_trigger")
-    assert labels["AL_EXPORTS_ACCOUNT_URL"] == labels["AL_STORAGE__blobServiceUri"] == "exportsBlobUri"
-    assert labels["AL_STORAGE__queueServiceUri"] == "exportsQueueUri"
+    for connection in ("AL_EXPORTS_STORAGE", "AL_STORAGE"):  # the trigger's connection, by either name
+        assert labels[f"{connection}__blobServiceUri"] == labels["AL_EXPORTS_ACCOUNT_URL"] == "exportsBlobUri"
+        assert labels[f"{connection}__queueServiceUri"] == "exportsQueueUri"
     assert var_expr("exportsBlobUri") == ("externalExports ? exportsRoles.outputs.blobEndpoint : "
                                           "storage.outputs.blobEndpoint")
     roles = (MODULES / "exports-roles.bicep").read_text()
@@ -705,6 +756,10 @@ def test_the_training_environment_lists_its_pip_packages_inline():
                     if line.strip() and not line.lstrip().startswith("#")]
     assert pip == requirements
     assert "python=3.11" in conda["dependencies"]
+    # `al bootstrap` deploys the scoring script with this environment: the scorer's ONNX runtime and the
+    # inference server of a managed online deployment must be in it
+    names = {re.split(r"[<>=!~ ]", p, maxsplit=1)[0] for p in pip}
+    assert {"onnxruntime", "azureml-inference-server-http"} <= names
 
 
 def test_the_jobs_local_paths_resolve_from_the_job_files_folder():
@@ -813,6 +868,8 @@ ISSUE_10_SETTINGS = {
     "AL_BLOB_TRIGGER_SOURCE": {"label_export_trigger"},
     "AL_EXPORTS_ACCOUNT_URL": {"label_export_trigger"},
     "AL_EXPORT_SCHEDULE": {"label_export_trigger"},
+    "AL_EXPORT_FORMAT": {"label_export_trigger"},
+    "AL_AML_ARM_URL": {"label_export_trigger"},
     "AL_AML_LABELING_JOB": {"label_export_trigger", "selector_timer"},
     "AL_AML_SUBSCRIPTION_ID": {"label_export_trigger", "github_dispatch"},
     "AL_AML_RESOURCE_GROUP": {"label_export_trigger", "github_dispatch"},
@@ -839,10 +896,14 @@ def test_the_settings_issue_10_adds_reach_the_apps_that_read_them():
 
 def test_the_deploy_runbook_walks_to_the_first_closed_round_and_cites_its_sources():
     doc = (ROOT / "docs" / "deploy.md").read_text()
-    for needle in ("azd up", "infra/adx/", "AML_LABELING_JOB", "al bootstrap --onnx", "al bootstrap --aml-model",
+    for needle in ("azd up", "infra/adx/", "AML_LABELING_JOB", "al bootstrap --model-dir", "al bootstrap --aml-model",
                    "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID", "AML_WORKSPACE", "AML_RESOURCE_GROUP",
                    "postdeploy", "retrain-requests", "/api/retrain/retrain-", "ModelVersions", "Labels"):
         assert needle in doc, needle
+    cli = (ROOT / "shared" / "cli.py").read_text()
+    if '"bootstrap"' in cli:  # the options the runbook uses are the command's
+        for option in set(re.findall(r"al bootstrap (?:[^\n`]*?)(--[a-z-]+)", doc)) | {"--collector-url", "--classes"}:
+            assert f'"{option}"' in cli, option
     refs = doc.split("## References", 1)
     assert len(refs) == 2, "no References section"
     urls = re.findall(r"https://[^\s)>\]]+", refs[1])
