@@ -69,15 +69,33 @@ param amlWorkspace string = ''
 @description('Managed online endpoint serving the model, and the deployment the loop updates.')
 param amlEndpoint string = ''
 param amlDeployment string = ''
-@description('Datastore created on the items container (AL_AML_ITEMS_DATASTORE); empty: manifests keep Blob URLs.')
-param amlItemsDatastore string = 'al_items'
+@description('Labeling project to export from (AL_AML_LABELING_JOB): its name in Azure ML Data Labeling; empty until the project exists (docs/deploy.md step 5).')
+param amlLabelingJob string = ''
+@description('NCRONTAB with seconds for the label app\'s automatic export timer (AL_EXPORT_SCHEDULE); every 30 minutes by default.')
+param exportSchedule string = '0 */30 * * * *'
+@description('Format the automatic export asks Data Labeling for (AL_EXPORT_FORMAT).')
+@allowed(['CSV', 'Coco'])
+param exportFormat string = 'CSV'
+@description('VM size and node limit of the training compute cluster created in the workspace (min nodes 0).')
+param amlComputeVmSize string = 'Standard_DS3_v2'
+param amlComputeMaxNodes int = 1
 @description('Datastore created on the labeling input container: the labeling project\'s data source.')
 param amlLabelingDatastore string = 'al_labeling_input'
+
+// One name each, in one place: training/job.yml mounts `azureml://datastores/<amlItemsDatastore>/paths/` and
+// runs on `azureml:<amlTrainingCompute>`; tests/integration/test_infra.py holds the two files to each other.
+// Not parameters on purpose: a different value here would not change the job spec.
+var amlItemsDatastore = 'al_items'
+var amlTrainingCompute = 'al-train-cpu'
 
 // --- where Azure ML Data Labeling writes its exports ------------------------------------------------
 @description('Storage account the labeling exports land in (the workspace\'s default blob store); empty: the loop\'s account.')
 param exportsStorageAccountName string = ''
 param exportsStorageResourceGroup string = ''
+@description('Subscription of that account; empty: the Azure ML workspace\'s.')
+param exportsStorageSubscriptionId string = ''
+@description('An Event Grid system topic that already exists on the exports account (an account has at most one); empty: create one.')
+param exportsSystemTopicName string = ''
 @description('Container and folder the label stage\'s blob trigger watches (AL_EXPORTS_CONTAINER, AL_EXPORTS_PREFIX).')
 param exportsContainer string = 'exports'
 param exportsPrefix string = ''
@@ -86,6 +104,8 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = { 'azd-env-name': environmentName }
 var useAml = !empty(amlWorkspace) && !empty(amlResourceGroup)
 var externalExports = !empty(exportsStorageAccountName)
+var exportsSubscriptionId = !externalExports ? subscription().subscriptionId : (empty(exportsStorageSubscriptionId) ? amlSubscriptionId : exportsStorageSubscriptionId)
+var exportsResourceGroup = externalExports ? exportsStorageResourceGroup : rg.name
 
 // Every container and queue the code names (Settings defaults and constants in shared/); the tests
 // (tests/integration/test_infra.py) hold this list to the code.
@@ -127,6 +147,32 @@ module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1
     name: 'id-al-${resourceToken}'
     location: location
     tags: tags
+  }
+}
+
+// The training compute cluster's own identity: it only reads the loop's items and manifests (Storage Blob
+// Data Reader), nothing the apps' identity may do.
+module computeIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = if (useAml) {
+  name: 'computeIdentity'
+  scope: rg
+  params: {
+    name: 'id-al-train-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// What the training workflow signs in as (GitHub OIDC): its client id is the repository secret
+// AZURE_CLIENT_ID of docs/deploy.md step 8; AzureML Data Scientist on the workspace (aml-access.bicep).
+module githubIdentity 'modules/github-identity.bicep' = if (useAml && !empty(githubRepository)) {
+  name: 'githubIdentity'
+  scope: rg
+  params: {
+    name: 'id-al-github-${resourceToken}'
+    location: location
+    tags: tags
+    repository: githubRepository
+    ref: githubRef
   }
 }
 
@@ -176,6 +222,11 @@ module aml 'modules/aml-access.bicep' = if (useAml) {
     labelingContainer: containerNames.labeling
     itemsDatastoreName: amlItemsDatastore
     labelingDatastoreName: amlLabelingDatastore
+    computeName: amlTrainingCompute
+    computeVmSize: amlComputeVmSize
+    computeMaxNodes: amlComputeMaxNodes
+    computeIdentityId: useAml ? computeIdentity.outputs.resourceId : ''
+    workflowPrincipalId: useAml && !empty(githubRepository) ? githubIdentity.outputs.principalId : ''
   }
 }
 
@@ -186,15 +237,34 @@ module storageRoles 'modules/storage-roles.bicep' = {
     storageAccountName: storage.outputs.name
     appPrincipalId: identity.outputs.principalId
     workspacePrincipalId: useAml ? aml.outputs.workspacePrincipalId : ''
+    computePrincipalId: useAml ? computeIdentity.outputs.principalId : ''
   }
 }
 
+// Exports in another account (the workspace's default blob store): the label app's roles there, and the
+// quarantine container next to the exports (reports, quarantine and replay stay in the watched account).
 module exportsRoles 'modules/exports-roles.bicep' = if (externalExports) {
   name: 'exportsRoles'
-  scope: resourceGroup(externalExports ? exportsStorageResourceGroup : rg.name)
+  scope: resourceGroup(exportsSubscriptionId, exportsResourceGroup)
   params: {
     storageAccountName: exportsStorageAccountName
     appPrincipalId: identity.outputs.principalId
+    quarantineContainer: containerNames.quarantine
+  }
+}
+
+// The Event Grid system topic on the exports account. Flex Consumption runs the Blob trigger only with the
+// Event Grid source; the webhook subscription to the label app's blobs extension is declared in
+// infra/eventgrid/exports-subscription.bicep and deployed by the postdeploy hook (azure.yaml), once the
+// code is deployed and the host has created the blobs_extension key.
+module exportsTopic 'modules/exports-topic.bicep' = {
+  name: 'exportsTopic'
+  scope: resourceGroup(exportsSubscriptionId, exportsResourceGroup)
+  params: {
+    storageAccountName: externalExports ? exportsStorageAccountName : storage.outputs.name
+    systemTopicName: 'evgt-al-exports-${resourceToken}'
+    existingSystemTopicName: exportsSystemTopicName
+    tags: tags
   }
 }
 
@@ -232,15 +302,6 @@ var identityConnection = {
 var exportsBlobUri = externalExports ? exportsRoles.outputs.blobEndpoint : storage.outputs.blobEndpoint
 var exportsQueueUri = externalExports ? exportsRoles.outputs.queueEndpoint : storage.outputs.queueEndpoint
 
-var commonSettings = {
-  AL_BACKEND: 'azure'
-  AL_MODEL_NAME: modelName
-  // Writable scratch space (the package itself is read-only on Flex Consumption); the embedded store
-  // of the label and dispatch stages lives here until their Azure Data Explorer store exists.
-  AL_DATA_DIR: '/tmp/activelearning'
-  AL_STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
-}
-
 var adxSettings = {
   AL_ADX_CLUSTER_URI: adx.outputs.clusterUri
   AL_ADX_INGEST_URI: adx.outputs.ingestUri
@@ -252,7 +313,35 @@ var itemHostSettings = {
   AL_ALLOWED_ITEM_HOSTS: replace(replace(storage.outputs.blobEndpoint, 'https://', ''), '/', '')
 }
 
-var collectorSettings = union(adxSettings, itemHostSettings, {
+// Every app: the Azure backend (ADX holds predictions, selections, labels and model versions; Blob and
+// Queue Storage the rest), so every app gets the ADX coordinates and the loop's blob endpoint.
+var commonSettings = union(adxSettings, {
+  AL_BACKEND: 'azure'
+  AL_MODEL_NAME: modelName
+  // Writable scratch space only (the package is read-only on Flex Consumption): no loop state lives on an
+  // instance's disk in Azure mode.
+  AL_DATA_DIR: '/tmp/activelearning'
+  AL_STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
+})
+
+// The label app sends retrain requests, the dispatch app receives them: the loop account's queue.
+var retrainQueueSettings = {
+  AL_STORAGE_QUEUE_URL: storage.outputs.queueEndpoint
+  AL_RETRAIN_QUEUE: queueNames.retrain
+}
+
+// The Azure ML workspace (MLClient / ARM calls: labeling export, jobs, models, endpoint).
+var amlWorkspaceSettings = {
+  AL_AML_SUBSCRIPTION_ID: amlSubscriptionId
+  AL_AML_RESOURCE_GROUP: amlResourceGroup
+  AL_AML_WORKSPACE: amlWorkspace
+}
+
+// Only when classes are given: an empty AL_CLASS_NAMES would be a class list with no class; left out, the
+// stages use the serving model version's classes.
+var classSettings = !empty(classNames) ? { AL_CLASS_NAMES: classNames } : {}
+
+var collectorSettings = union(itemHostSettings, {
   AL_ADX_STREAMING: string(adxStreaming)
   AL_LANDING_CONTAINER: containerNames.landing
   AL_ITEMS_CONTAINER: containerNames.items
@@ -266,7 +355,7 @@ var collectorSettings = union(adxSettings, itemHostSettings, {
   AL_MAX_EMBEDDING_DIM: '4096'
 })
 
-var selectorSettings = union(adxSettings, itemHostSettings, {
+var selectorSettings = union(amlWorkspaceSettings, itemHostSettings, {
   AL_STRATEGY: strategy
   AL_BATCH_SIZE: string(batchSize)
   AL_WINDOW_HOURS: windowHours
@@ -275,34 +364,44 @@ var selectorSettings = union(adxSettings, itemHostSettings, {
   AL_SELECTION_LOCK_CONTAINER: containerNames.selectionLock
   AL_SELECTION_LEASE_SECONDS: '60'
   AL_LABELING_CONTAINER: containerNames.labeling
+  // The Data Labeling project the selector hands off to (and may ask to export after a hand-off).
+  AL_AML_LABELING_JOB: amlLabelingJob
 }, labelsPerDay > 0 ? { AL_LABELS_PER_DAY: string(labelsPerDay) } : {},
   labelsTotal > 0 ? { AL_LABELS_TOTAL: string(labelsTotal) } : {},
   !empty(stopUncertaintyBelow) ? { AL_STOP_UNCERTAINTY_BELOW: stopUncertaintyBelow } : {})
 
-var labelsSettings = {
-  // The blob trigger's connection (identity-based): the account the exports land in.
-  AL_STORAGE__blobServiceUri: exportsBlobUri
-  AL_STORAGE__queueServiceUri: exportsQueueUri
-  AL_STORAGE__credential: identityConnection.credential
-  AL_STORAGE__clientId: identityConnection.clientId
-  AL_STORAGE_QUEUE_URL: storage.outputs.queueEndpoint
+var labelsSettings = union(retrainQueueSettings, amlWorkspaceSettings, classSettings, {
+  // The blob trigger's connection (identity-based): the account the exports land in, which the Event Grid
+  // system topic watches (AL_EXPORTS_STORAGE, the connection functions/label_export_trigger names).
+  AL_EXPORTS_STORAGE__blobServiceUri: exportsBlobUri
+  AL_EXPORTS_STORAGE__queueServiceUri: exportsQueueUri
+  AL_EXPORTS_STORAGE__credential: identityConnection.credential
+  AL_EXPORTS_STORAGE__clientId: identityConnection.clientId
+  // Flex Consumption runs the Blob trigger only with the Event Grid source (`func start` with Azurite polls:
+  // LogsAndContainerScan in local.settings.json.example).
+  AL_BLOB_TRIGGER_SOURCE: 'EventGrid'
+  // Reports, quarantine and replay use the same (exports) account: its blob endpoint.
+  AL_EXPORTS_ACCOUNT_URL: exportsBlobUri
   AL_EXPORTS_CONTAINER: externalExports ? exportsContainer : containerNames.exports
   AL_EXPORTS_PREFIX: exportsPrefix
   AL_QUARANTINE_CONTAINER: containerNames.quarantine
-  AL_RETRAIN_QUEUE: queueNames.retrain
   AL_RETRAIN_STATE_CONTAINER: containerNames.retrainState
   AL_RETRAIN_THRESHOLD: string(retrainThreshold)
-  AL_CLASS_NAMES: classNames
   AL_MAX_EXPORT_BYTES: '268435456'
-}
+  // Automatic export: a timer asks Data Labeling to export this project's labels (exportLabels) into the
+  // workspace's default blob store, where the trigger above picks them up.
+  AL_AML_LABELING_JOB: amlLabelingJob
+  AL_EXPORT_SCHEDULE: exportSchedule
+  AL_EXPORT_FORMAT: exportFormat
+  // exportLabels is an ARM operation: this cloud's Resource Manager endpoint.
+  AL_AML_ARM_URL: environment().resourceManager
+})
 
-var dispatchSettings = {
+var dispatchSettings = union(retrainQueueSettings, amlWorkspaceSettings, classSettings, {
   // The retrain queue trigger's connection (identity-based).
   AL_STORAGE__queueServiceUri: storage.outputs.queueEndpoint
   AL_STORAGE__credential: identityConnection.credential
   AL_STORAGE__clientId: identityConnection.clientId
-  AL_RETRAIN_QUEUE: queueNames.retrain
-  AL_CLASS_NAMES: classNames
   AL_GATE_METRIC: gateMetric
   AL_GATE_TOLERANCE: gateTolerance
   AL_GITHUB_REPOSITORY: githubRepository
@@ -310,9 +409,6 @@ var dispatchSettings = {
   AL_GITHUB_REF: githubRef
   AL_GITHUB_API_URL: 'https://api.github.com'
   AL_GITHUB_TOKEN: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.githubTokenSecretUri})'
-  AL_AML_SUBSCRIPTION_ID: amlSubscriptionId
-  AL_AML_RESOURCE_GROUP: amlResourceGroup
-  AL_AML_WORKSPACE: amlWorkspace
   AL_AML_ENDPOINT: amlEndpoint
   AL_AML_DEPLOYMENT: amlDeployment
   AL_AML_ITEMS_DATASTORE: useAml ? amlItemsDatastore : ''
@@ -322,7 +418,7 @@ var dispatchSettings = {
   AL_POLL_MAX_SECONDS: '900'
   AL_ACTIVITY_RETRY_ATTEMPTS: '3'
   AL_ACTIVITY_RETRY_FIRST_SECONDS: '30'
-}
+})
 
 var stageSettings = {
   scoring_collector: collectorSettings
@@ -356,11 +452,30 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_CLIENT_ID string = identity.outputs.clientId
 output AL_STORAGE_ACCOUNT_URL string = storage.outputs.blobEndpoint
 output AL_ADX_CLUSTER_URI string = adx.outputs.clusterUri
+output AL_ADX_INGEST_URI string = adx.outputs.ingestUri
 output AL_ADX_DATABASE string = adx.outputs.databaseName
+output AL_STORAGE_QUEUE_URL string = storage.outputs.queueEndpoint
+// The workspace coordinates as the code reads them (for `al bootstrap` and other runs outside the apps).
+output AL_AML_SUBSCRIPTION_ID string = amlSubscriptionId
+output AL_AML_RESOURCE_GROUP string = amlResourceGroup
+output AL_AML_WORKSPACE string = amlWorkspace
+output AL_AML_ENDPOINT string = amlEndpoint
+output AL_AML_DEPLOYMENT string = amlDeployment
+// The training workflow's identity: the repository secret AZURE_CLIENT_ID (not the apps' AZURE_CLIENT_ID above).
+output GITHUB_AZURE_CLIENT_ID string = useAml && !empty(githubRepository) ? githubIdentity.outputs.clientId : ''
 output KEY_VAULT_NAME string = keyVault.outputs.name
 output APPLICATIONINSIGHTS_NAME string = appInsights.outputs.name
 output SERVICE_COLLECTOR_NAME string = functionApps[0].outputs.name
 output SERVICE_SELECTOR_NAME string = functionApps[1].outputs.name
 output SERVICE_LABELS_NAME string = functionApps[2].outputs.name
 output SERVICE_DISPATCH_NAME string = functionApps[3].outputs.name
+// Read by the postdeploy hook (infra/hooks/postdeploy.sh) to subscribe the label app to the exports account.
+output EXPORTS_SYSTEM_TOPIC_NAME string = exportsTopic.outputs.name
+output EXPORTS_SYSTEM_TOPIC_RESOURCE_GROUP string = exportsResourceGroup
+output EXPORTS_SYSTEM_TOPIC_SUBSCRIPTION_ID string = exportsSubscriptionId
+output AL_EXPORTS_CONTAINER string = externalExports ? exportsContainer : containerNames.exports
+output AL_EXPORTS_PREFIX string = exportsPrefix
+output AL_AML_LABELING_JOB string = amlLabelingJob
+output AML_TRAINING_COMPUTE string = useAml ? amlTrainingCompute : ''
+output AML_ITEMS_DATASTORE string = useAml ? amlItemsDatastore : ''
 output COLLECTOR_URL string = 'https://${functionApps[0].outputs.hostName}/api/predictions'

@@ -182,11 +182,12 @@ class Backend:
 
     @cached_property
     def labeling(self) -> LabelingExports | None:
-        """The labeling project to ask for exports (Azure); None embedded, where exports are written
-        straight into the exports folder (by the simulation's oracle, or a person)."""
+        """The labeling project to ask for exports (Azure, ``AL_AML_LABELING_JOB``); None embedded or
+        without a project, where exports are written straight into the exports container (by the
+        simulation's oracle, a person, or another labeling tool)."""
         if "labeling" in self._clients:
             return self._clients["labeling"]  # type: ignore[no-any-return]
-        if not self.is_azure:
+        if not self.is_azure or not self.settings.aml_labeling_job:
             return None
         from shared.adapters.labeling import AzureMLLabelingExports
 

@@ -129,7 +129,8 @@ class Settings(BaseSettings):
         "EventGrid", description="The export blob trigger's source: EventGrid (the only one Flex Consumption "
         "supports) or LogsAndContainerScan (polling, for func start with Azurite).")
     aml_labeling_job: str = Field("", description="The Azure ML Data Labeling project (labeling job id) "
-                                  "whose labels are exported automatically.")
+                                  "whose labels are exported automatically; empty: no automatic export (the "
+                                  "labeling tool writes its exports into the exports container itself).")
     export_schedule: str = Field("0 */30 * * * *", pattern=r"^\S+( \S+){5}$",
                                  description="NCRONTAB of the automatic labeling export.")
     export_format: Literal["CSV", "Coco"] = "CSV"
@@ -180,7 +181,7 @@ class Settings(BaseSettings):
 _AZURE_NEEDS: dict[str, tuple[str, ...]] = {
     "scoring_collector": (),
     "selector_timer": (),
-    "label_export_trigger": ("aml_subscription_id", "aml_resource_group", "aml_workspace", "aml_labeling_job"),
+    "label_export_trigger": (),  # + the workspace when AL_AML_LABELING_JOB names a project to export
     "github_dispatch": ("github_repository", "github_token", "aml_subscription_id", "aml_resource_group",
                         "aml_workspace", "aml_endpoint", "aml_deployment"),
 }
@@ -204,6 +205,8 @@ def missing_azure_settings(settings: Settings, stages: tuple[str, ...] | None = 
             needs.append("exports_account_url")
     for stage in stages:
         needs += [n for n in _AZURE_NEEDS[stage] if n not in needs]
+    if "label_export_trigger" in stages and not empty("aml_labeling_job"):
+        needs += [n for n in ("aml_subscription_id", "aml_resource_group", "aml_workspace") if n not in needs]
     return [f"{ENV_PREFIX}{n.upper()}" for n in needs if empty(n)]
 
 

@@ -1,8 +1,13 @@
 // Access to the existing Azure ML workspace (deployed into the workspace's resource group):
 // - the apps' identity as AzureML Data Scientist (submit and read jobs, register models, update the
-//   online endpoint's deployment; it cannot create compute or change the workspace);
+//   online endpoint's deployment, export a labeling project's labels; it cannot create compute or change
+//   the workspace);
 // - identity-based datastores on the loop's items and labeling-input containers, so the labeling
-//   project reads the selector's input folder and training reads items by datastore URI.
+//   project reads the selector's input folder and training reads items by datastore URI;
+// - the training compute cluster training/job.yml runs on: scales to zero, runs as its own user-assigned
+//   identity, which reads the items datastore and the manifests (Storage Blob Data Reader on the loop's
+//   account, storage-roles.bicep): the datastores hold no credential, so the job reads with that identity;
+// - AzureML Data Scientist for the training workflow's identity (GitHub OIDC, github-identity.bicep).
 
 param workspaceName string
 param appPrincipalId string
@@ -16,6 +21,16 @@ param labelingContainer string
 param itemsDatastoreName string = ''
 param labelingDatastoreName string = ''
 
+@description('Principal id of the training workflow\'s identity (GitHub OIDC); empty: no grant.')
+param workflowPrincipalId string = ''
+
+@description('The training compute cluster (AmlCompute) and the user-assigned identity it runs as.')
+param computeName string
+param computeIdentityId string
+param computeVmSize string = 'Standard_DS3_v2'
+@minValue(1)
+param computeMaxNodes int = 1
+
 resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' existing = {
   name: workspaceName
 }
@@ -27,6 +42,17 @@ resource dataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(workspace.id, appPrincipalId, azureMLDataScientist)
   properties: {
     principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', azureMLDataScientist)
+  }
+}
+
+// The training workflow submits the job, follows it and registers the model it produced.
+resource workflowDataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(workflowPrincipalId)) {
+  scope: workspace
+  name: guid(workspace.id, workflowPrincipalId, azureMLDataScientist)
+  properties: {
+    principalId: workflowPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', azureMLDataScientist)
   }
@@ -62,4 +88,30 @@ resource labelingDatastore 'Microsoft.MachineLearningServices/workspaces/datasto
   }
 }
 
+resource compute 'Microsoft.MachineLearningServices/workspaces/computes@2024-04-01' = {
+  parent: workspace
+  name: computeName
+  location: workspace.location
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${computeIdentityId}': {} }
+  }
+  properties: {
+    computeType: 'AmlCompute'
+    description: 'Active-learning loop: retraining (training/job.yml)'
+    properties: {
+      vmSize: computeVmSize
+      vmPriority: 'Dedicated'
+      osType: 'Linux'
+      scaleSettings: {
+        minNodeCount: 0 // nothing runs, nothing is billed, between retrainings
+        maxNodeCount: computeMaxNodes
+        nodeIdleTimeBeforeScaleDown: 'PT120S'
+      }
+      remoteLoginPortPublicAccess: 'Disabled'
+    }
+  }
+}
+
 output workspacePrincipalId string = workspace.identity.principalId
+output computeName string = compute.name

@@ -66,7 +66,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     // Key Vault references (AL_GITHUB_TOKEN) resolve with the user-assigned identity, not a system one.
     keyVaultReferenceIdentity: identityId
-    siteConfig: { minTlsVersion: '1.2', ftpsState: 'Disabled' }
+    // No ftpsState (nor linuxFxVersion & co.): site properties Flex Consumption does not support; the
+    // runtime and the scale live in functionAppConfig below.
+    siteConfig: { minTlsVersion: '1.2' }
     functionAppConfig: {
       deployment: {
         storage: {

@@ -1,6 +1,7 @@
 // Data-plane roles on the loop's storage account for the apps' user-assigned identity, and read access
-// for the Azure ML workspace (labeling and training read items and the labeling input through
-// identity-based datastores).
+// for the Azure ML workspace (labeling reads the labeling input, Studio previews items, through
+// identity-based datastores) and for the training compute cluster's identity (the job mounts the items
+// datastore and reads the manifest data asset in the manifests container).
 
 param storageAccountName string
 
@@ -9,6 +10,9 @@ param appPrincipalId string
 
 @description('Principal id of the Azure ML workspace\'s system-assigned identity; empty: no grant.')
 param workspacePrincipalId string = ''
+
+@description('Principal id of the training compute cluster\'s user-assigned identity; empty: no grant.')
+param computePrincipalId string = ''
 
 // Built-in role definition ids (stable across tenants).
 var roles = {
@@ -44,6 +48,18 @@ resource workspaceReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   name: guid(account.id, workspacePrincipalId, roles.storageBlobDataReader)
   properties: {
     principalId: workspacePrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+  }
+}
+
+// The training job reads with the compute's identity (identity-based datastore, no stored credential):
+// the items (mounted from the items datastore) and the manifest (a uri_file in the manifests container).
+resource computeReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(computePrincipalId)) {
+  scope: account
+  name: guid(account.id, computePrincipalId, roles.storageBlobDataReader)
+  properties: {
+    principalId: computePrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
   }

@@ -380,7 +380,8 @@ class ExportRequester:
     def run(self) -> dict[str, object]:
         awaiting = self._store.awaiting_labels()
         if self._labeling is None:
-            return {"status": "skipped", "reason": "no labeling project to ask (embedded backend)",
+            return {"status": "skipped", "reason": "no labeling project to ask (AL_AML_LABELING_JOB is empty, or "
+                    "the embedded backend): exports are recorded when they land in the exports container",
                     "awaiting": awaiting}
         if awaiting == 0:
             return {"status": "skipped", "reason": "no item awaits a label", "awaiting": 0}

@@ -1,0 +1,28 @@
+// The Event Grid system topic on the storage account the labeling exports land in. On Flex Consumption
+// the Blob trigger runs only with the Event Grid source: BlobCreated events reach the label app through
+// a webhook subscription to its blobs extension (infra/eventgrid/exports-subscription.bicep, deployed by
+// the postdeploy hook once the code, and so the extension's system key, exists).
+// Deployed into the exports account's resource group. An account has at most one system topic: pass the
+// existing one's name to reuse it.
+
+param storageAccountName string
+param systemTopicName string
+@description('A system topic that already exists on the account; empty: create systemTopicName.')
+param existingSystemTopicName string = ''
+param tags object = {}
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = if (empty(existingSystemTopicName)) {
+  name: systemTopicName
+  location: account.location
+  tags: tags
+  properties: {
+    source: account.id
+    topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+output name string = empty(existingSystemTopicName) ? systemTopicName : existingSystemTopicName
