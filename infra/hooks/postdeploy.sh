@@ -22,7 +22,6 @@ topic_rg=$(value EXPORTS_SYSTEM_TOPIC_RESOURCE_GROUP)
 topic_sub=$(value EXPORTS_SYSTEM_TOPIC_SUBSCRIPTION_ID)
 container=$(value AL_EXPORTS_CONTAINER)
 prefix=$(value AL_EXPORTS_PREFIX)
-labeling_job=$(value AL_AML_LABELING_JOB)
 for required in app app_rg app_sub topic topic_rg topic_sub container; do
   eval "[ -n \"\$$required\" ]" || { echo "postdeploy: $required is empty; run 'azd provision' first" >&2; exit 1; }
 done
@@ -34,13 +33,6 @@ until [ "$(az functionapp keys list --subscription "$app_sub" -g "$app_rg" -n "$
             --query 'systemKeys.blobs_extension != `null`' -o tsv 2>/dev/null || true)" = "true" ]; do
   tries=$((tries + 1))
   if [ "$tries" -gt 30 ]; then
-    if [ -z "$labeling_job" ]; then
-      # The label app refuses to start without its labeling project (AL_AML_LABELING_JOB), which can only
-      # be created once this deployment exists (docs/deploy.md, step 7): not an error of this run.
-      echo "postdeploy: the labels app is not running yet (AML_LABELING_JOB is not set): after step 7 of" \
-           "docs/deploy.md run 'azd provision' and then 'azd hooks run postdeploy'" >&2
-      exit 0
-    fi
     echo "postdeploy: no blobs_extension key after 5 minutes: is the labels app deployed and running?" >&2
     exit 1
   fi
