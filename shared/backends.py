@@ -98,7 +98,7 @@ class Backend:
     @cached_property
     def store(self) -> PredictionStore:
         if "store" in self._clients:
-            return self._clients["store"]  # type: ignore[no-any-return]
+            return self._clients["store"]
         if not self.is_azure:
             from shared.adapters.duckdb_store import DuckDBStore
 
@@ -186,7 +186,7 @@ class Backend:
         without a project, where exports are written straight into the exports container (by the
         simulation's oracle, a person, or another labeling tool)."""
         if "labeling" in self._clients:
-            return self._clients["labeling"]  # type: ignore[no-any-return]
+            return self._clients["labeling"]
         if not self.is_azure or not self.settings.aml_labeling_job:
             return None
         from shared.adapters.labeling import AzureMLLabelingExports

@@ -48,7 +48,7 @@ class AzureMLLabelingExports:
                  labeling_job: str, arm_url: str = "https://management.azure.com", export_format: str = "CSV",
                  poll_interval: float = 5.0, retry_total: int = 3) -> None:
         self._base = arm_url.rstrip("/")
-        self._client = ARMPipelineClient(
+        self._client: ARMPipelineClient[Any, Any] = ARMPipelineClient(
             base_url=self._base,
             policies=[RequestIdPolicy(), HeadersPolicy(), UserAgentPolicy("azure-active-learning"),
                       RetryPolicy(retry_total=retry_total, retry_backoff_factor=0.5),
@@ -66,7 +66,8 @@ class AzureMLLabelingExports:
                               json={"format": self._format})
         # As generated Azure SDK clients do: the pipeline's own response object is what ARMPolling reads.
         # A token goes only over TLS, except to a loopback test server configured as AL_AML_ARM_URL.
-        options = {"enforce_https": not self._base.startswith(("http://127.0.0.1", "http://localhost"))}
+        options: dict[str, Any] = {
+            "enforce_https": not self._base.startswith(("http://127.0.0.1", "http://localhost"))}
         initial = self._client._pipeline.run(request, stream=False, **options)
         initial.http_response.raise_for_status()
         poller: LROPoller[dict[str, Any]] = LROPoller(
