@@ -1,5 +1,6 @@
-"""The select service against Azurite: server-side copy into the labeling folder, the blob-lease lock,
-resume after a crash between record and copy, re-runs, two overlapping runs, budget and stopping."""
+"""The select service on its Azure neighbours: ADX (the stand-in, real Kusto clients) for predictions
+and selections, Azurite for the items, the labeling folder (server-side copy) and the blob-lease lock.
+Resume after a crash between record and copy, re-runs, two overlapping runs, budget and stopping."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import numpy as np
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from shared.adapters.adx_ingest import build_query_client, build_streaming_client
+from shared.adapters.adx_store import AdxStore
 from shared.adapters.blob_objects import BlobObjectStore
-from shared.adapters.duckdb_store import DuckDBStore
 from shared.adapters.selection_lock import BlobLeaseLock, FileLock, LockBusyError
 from shared.core.naming import item_id_from_path
 from shared.core.records import ModelStatus, ModelVersion, PredictionBatch
 from shared.services.select import SelectService, batch_uncertainty
+from tests.support.credentials import StaticTokenCredential
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CLASSES = 5
@@ -26,15 +29,24 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-class World:
-    """A DuckDB store with a serving model and n scored items whose bytes sit in Azurite."""
+def adx_store(adx) -> AdxStore:
+    """The Azure store on the stand-in, emptied (one stand-in serves the module)."""
+    query = build_query_client(cluster_uri=adx.url, credential=StaticTokenCredential())
+    for table in ("Predictions", "Selections", "Labels", "ModelVersions"):
+        query.execute_mgmt(adx.database, f".clear table {table} data")
+    return AdxStore(query, database=adx.database,
+                    ingest=build_streaming_client(cluster_uri=adx.url, credential=StaticTokenCredential()))
 
-    def __init__(self, service: BlobServiceClient, n: int = 30, *, confident: bool = False) -> None:
+
+class World:
+    """The ADX store with a serving model and n scored items whose bytes sit in Azurite."""
+
+    def __init__(self, service: BlobServiceClient, adx, n: int = 30, *, confident: bool = False) -> None:
         self.service = service
         self.objects = BlobObjectStore(service)
         self.labeling = _name("labeling")
         self.lock_container = _name("lock")
-        self.store = DuckDBStore()
+        self.store = adx_store(adx)
         self.store.upsert_model_version(ModelVersion("m", "v1", tuple(f"c{i}" for i in range(CLASSES)),
                                                      status=ModelStatus.SERVING))
         items = _name("items")
@@ -89,11 +101,17 @@ def blob_service(azurite):
     return BlobServiceClient.from_connection_string(azurite.connection_string)
 
 
+@pytest.fixture(scope="module")
+def adx(azurite):
+    from tests.support.adx_standin import AdxStandIn
+
+    with AdxStandIn(azurite) as standin:
+        yield standin
+
+
 @pytest.fixture
-def world(blob_service):
-    w = World(blob_service)
-    yield w
-    w.store.close()
+def world(blob_service, adx):
+    return World(blob_service, adx)
 
 
 def test_a_run_records_then_copies_under_lossless_names(world):
@@ -195,16 +213,13 @@ def test_budget_caps_labels_per_day_and_in_total(world):
     assert len(world.labeled_files()) == 12
 
 
-def test_stopping_rule_skips_a_batch_the_model_is_sure_about(blob_service):
-    sure = World(blob_service, 12, confident=True)
-    try:
-        result = sure.select(stop_uncertainty_below=0.5).run(now=NOW)
-        assert result.status == "stopped" and result.uncertainty < 0.5 and "stopping rule" in result.reason
-        assert sure.labeled_files() == [] and sure.store.pending_handoffs() == []
-        assert not sure.store.is_selected(sure.ids).any()
-        assert sure.select().run(now=NOW).status == "selected"  # no rule: it selects
-    finally:
-        sure.store.close()
+def test_stopping_rule_skips_a_batch_the_model_is_sure_about(blob_service, adx):
+    sure = World(blob_service, adx, 12, confident=True)
+    result = sure.select(stop_uncertainty_below=0.5).run(now=NOW)
+    assert result.status == "stopped" and result.uncertainty < 0.5 and "stopping rule" in result.reason
+    assert sure.labeled_files() == [] and sure.store.pending_handoffs() == []
+    assert not sure.store.is_selected(sure.ids).any()
+    assert sure.select().run(now=NOW).status == "selected"  # no rule: it selects
 
 
 def test_no_serving_model_and_fewer_candidates_than_k_finish_cleanly(world, caplog):
