@@ -16,8 +16,8 @@ from azure.storage.blob import BlobServiceClient
 from functions.selector_timer import handlers
 from functions.selector_timer.wiring import build_select_service
 from shared.adapters.blob_objects import BlobObjectStore
-from shared.adapters.duckdb_store import DuckDBStore
 from shared.core.records import ModelStatus, ModelVersion, PredictionBatch, SelectedItem, Selection
+from shared.ports import PredictionStore
 from shared.services.select import SelectService
 from shared.settings import load_settings
 
@@ -26,7 +26,7 @@ HOSTILE = ["file:///etc/passwd", "http://169.254.169.254/metadata/instance?api-v
            "ftp://files.example/x.png", "https://files.example/x.png"]
 
 
-def add_rows(store: DuckDBStore, uris: list[str], *, uncertain: list[bool], now: datetime = NOW) -> list[str]:
+def add_rows(store: PredictionStore, uris: list[str], *, uncertain: list[bool], now: datetime = NOW) -> list[str]:
     """One prediction per URI; the hostile ones most uncertain, so a run picks them first."""
     n = len(uris)
     proba = np.array([[0.34, 0.33, 0.33] if u else [0.9, 0.05, 0.05] for u in uncertain], np.float32)
@@ -101,12 +101,27 @@ def blob_service(azurite):
     return BlobServiceClient.from_connection_string(azurite.connection_string)
 
 
-def test_in_azure_only_the_storage_accounts_are_fetched_from(blob_service):
-    """Blob backend (Azurite): the account's own endpoint and AL_ALLOWED_ITEM_HOSTS over https only."""
+@pytest.fixture(scope="module")
+def adx(azurite):
+    from tests.support.adx_standin import AdxStandIn
+
+    with AdxStandIn(azurite) as standin:
+        yield standin
+
+
+def test_in_azure_only_the_storage_accounts_are_fetched_from(blob_service, adx):
+    """Azure backend: ADX (the stand-in) holds the old rows, Blob (Azurite) the items; only the account's own
+    endpoint and AL_ALLOWED_ITEM_HOSTS over https are fetched from."""
+    from shared.adapters.adx_ingest import build_query_client, build_streaming_client
+    from shared.adapters.adx_store import AdxStore
+    from tests.support.credentials import StaticTokenCredential
+
     objects = BlobObjectStore(blob_service)
     items = f"items-{uuid.uuid4().hex[:8]}"
     good = objects.put(items, "a.png", b"a")
-    store = DuckDBStore()
+    store = AdxStore(build_query_client(cluster_uri=adx.url, credential=StaticTokenCredential()),
+                     database=adx.database,
+                     ingest=build_streaming_client(cluster_uri=adx.url, credential=StaticTokenCredential()))
     store.upsert_model_version(ModelVersion("m", "v1", ("a", "b", "c"), status=ModelStatus.SERVING))
     hostile = [*HOSTILE, "http://other.blob.core.windows.net/items/x.png", good.replace(items, "../" + items)]
     ids = add_rows(store, [*hostile, good], uncertain=[True] * len(hostile) + [False])
@@ -117,4 +132,3 @@ def test_in_azure_only_the_storage_accounts_are_fetched_from(blob_service):
     result = service.run(now=NOW)
     assert sorted(r.item_id for r in result.refused) == ids[:-1]
     assert spy.sources == [good] and len(objects.list(labeling)) == 1
-    store.close()
