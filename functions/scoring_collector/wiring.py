@@ -50,7 +50,7 @@ def build_collector(settings: Settings, **clients: Any) -> Collector:
         from shared.adapters.duckdb_store import DuckDBStore
         from shared.adapters.local_objects import LocalFolderObjectStore
 
-        store: Any = DuckDBStore(settings.data_dir / "loop.duckdb")
+        store: Any = DuckDBStore(settings.data_dir / "loop.duckdb", random_seed=settings.selection_seed)
         objects: Any = LocalFolderObjectStore(settings.data_dir / "blobs")
         ingestor: Any = StoreIngestor(store)
         catalog: Any = store
@@ -63,6 +63,7 @@ def build_collector(settings: Settings, **clients: Any) -> Collector:
         catalog, objects, max_records=settings.max_records, max_item_bytes=settings.max_item_bytes,
         ingest=ingest, items_container=settings.items_container,
         max_future=timedelta(seconds=settings.max_future_seconds), clock=lambda: datetime.now(UTC),
+        seed=settings.selection_seed,
     )
     return Collector(collect, ingest, counts, settings, catalog)
 

@@ -79,12 +79,15 @@ def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-# Columns the DuckDB store keeps beyond the ADX tables, and why: uncertainty scores computed at
-# ingestion (ADX computes them in the selection query or an update policy).
-DUCKDB_ONLY = {"predictions": {"least_confidence", "margin", "entropy"}}
-DUCKDB_ONLY_TABLES = {"latest_predictions"}  # maintained at ingestion: a materialized view's role in ADX
+# Columns the DuckDB store keeps beyond the ADX tables, and why (none today: the scores and the random
+# key are Predictions columns in both).
+DUCKDB_ONLY: dict[str, set[str]] = {}
+# Tables the DuckDB store keeps beyond the ADX tables: latest_predictions plays a materialized view's
+# role and labeled_embeddings caches the labeled items' embeddings (both maintained at
+# ingestion); predictions is a view over one table per margin band.
+DUCKDB_ONLY_TABLES = {"latest_predictions", "labeled_embeddings", *(sql.band_table(b) for b in range(sql.BANDS))}
 TYPES = {"string": {"VARCHAR"}, "datetime": {"TIMESTAMP"}, "real": {"DOUBLE"}, "int": {"INTEGER"},
-         "bool": {"BOOLEAN"}, "dynamic": {"FLOAT[]", "VARCHAR[]", "VARCHAR"}}
+         "long": {"BIGINT"}, "bool": {"BOOLEAN"}, "dynamic": {"FLOAT[]", "VARCHAR[]", "VARCHAR"}}
 
 
 def duckdb_tables() -> dict[str, list[tuple[str, str]]]:
