@@ -265,6 +265,30 @@ def test_kql_window_and_version(world):
     assert run_kql(con, "top_k_margin", kql.filter_values(other) | {"k": 5})[0] == []
 
 
+def test_rows_landed_without_scores_rank_last():
+    """A landing blob from a collector that predates the score columns lands nulls: such a row
+    must not jump the queue (KQL sorts nulls first ascending unless told otherwise)."""
+    con = duckdb_kql.connect()
+    try:
+        table = make_batch(np.array([[0.6, 0.4], [0.9, 0.1], [0.5, 0.5]]), ["a", "b", "old"])
+        other = Selection("b0", "margin", "m", "v1", datetime(2026, 3, 1, tzinfo=UTC),
+                          (SelectedItem("elsewhere", "u", 0.0, 0),))
+        _load_kql_tables(con, table, other)
+        con.execute("UPDATE Predictions SET LeastConfidence = NULL, Margin = NULL, Entropy = NULL, "
+                    "RandomKey = NULL, RandomSeed = NULL WHERE ItemId = 'old'")
+        materialize_views(con)
+        flt = CandidateFilter("m", "v1", T0, T0)
+        for name in ("top_k_margin", "top_k_least_confidence", "top_k_entropy"):
+            rows, _ = run_kql(con, name, kql.filter_values(flt) | {"k": 3})
+            assert [r[0] for r in rows][-1] == "old", name
+        rows, _ = run_kql(con, "top_k_random", kql.filter_values(flt) | {"k": 3, "seed": SEED})
+        assert sorted(r[0] for r in rows) == ["a", "b", "old"]  # its key is computed instead
+        assert sorted(r[0] for r in run_kql(con, "candidates_shortlist", kql.filter_values(flt) | {"k": 2})[0]) == [
+            "a", "b"]
+    finally:
+        con.close()
+
+
 @pytest.mark.xfail(strict=True, reason=TEXT_SORT)
 def test_duckdb_kql_sorts_dynamic_numbers_as_text():
     con = duckdb_kql.connect()
