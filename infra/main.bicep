@@ -247,7 +247,12 @@ var adxSettings = {
   AL_ADX_DATABASE: adx.outputs.databaseName
 }
 
+// One value for both apps: the collector lands the random key for the seed the selector asks for
+// (a mismatch stays correct, but costs the selector an MD5 per candidate; docs/selection.md).
+var selectionSeed = '0'
+
 var collectorSettings = union(adxSettings, {
+  AL_SELECTION_SEED: selectionSeed
   AL_ADX_STREAMING: string(adxStreaming)
   AL_LANDING_CONTAINER: containerNames.landing
   AL_ITEMS_CONTAINER: containerNames.items
@@ -263,7 +268,7 @@ var selectorSettings = union(adxSettings, {
   AL_STRATEGY: strategy
   AL_BATCH_SIZE: string(batchSize)
   AL_WINDOW_HOURS: windowHours
-  AL_SELECTION_SEED: '0'
+  AL_SELECTION_SEED: selectionSeed
   AL_SELECTION_SCHEDULE: selectionSchedule
   AL_SELECTION_LOCK_CONTAINER: containerNames.selectionLock
   AL_SELECTION_LEASE_SECONDS: '60'
