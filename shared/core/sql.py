@@ -243,16 +243,32 @@ def bound_size(k: int, excluded: int) -> int:
     return int(k) + int(excluded)
 
 
-def bound_query(strategy: str) -> str:
-    """The worst key among the ``$n`` best candidates by ``strategy`` before exclusions (NULL when
-    there are none). Reads the sort key column only; ``min(x, n)``/``max(x, n)`` keep a heap of n,
-    where ORDER BY ... LIMIT n turns into a full sort once n is a few thousand."""
+def prebound_query(strategy: str, percent: float) -> str:
+    """A guess at a bound, from a ``percent`` system sample of the table: the ``$m``-th best key of
+    the sample (the caller asks for about twice the share of n the sample holds). Only a guess:
+    :func:`bound_query` with ``$pre`` checks it and the caller falls back when it is too tight."""
     _, _, desc = _ranked(strategy)
     agg = "max" if desc else "min"
+    sample = f"TABLESAMPLE {float(percent)!r}% (system, 7)"
     keys = " UNION ALL ".join(
-        f"SELECT {key} AS key FROM latest_predictions l WHERE {where}"
+        f"SELECT {key} AS key FROM latest_predictions l {sample} WHERE {where}"
         for key, where in _branches(strategy, _IN_FILTER))
-    return f"SELECT list_last({agg}(key, $n)) FROM ({keys})"
+    return f"SELECT list_last({agg}(key, $m)) FROM ({keys})"
+
+
+def bound_query(strategy: str, *, within_pre: bool = False) -> str:
+    """How many of the ``$n`` best candidates by ``strategy`` (before exclusions) there are, and the
+    worst key among them (NULL when there are none). Reads the sort key column only;
+    ``min(x, n)``/``max(x, n)`` keep a heap of n, where ORDER BY ... LIMIT n turns into a full sort
+    once n is a few thousand. ``within_pre`` feeds the heap only keys at least as good as ``$pre``:
+    when n of them come back, the bound is exact (n keys are that good, so the n best all are)."""
+    _, _, desc = _ranked(strategy)
+    agg, op = ("max", ">=") if desc else ("min", "<=")
+    pre = ("CAST($pre AS UHUGEINT)" if strategy == "random" else "$pre") if within_pre else ""
+    keys = " UNION ALL ".join(
+        f"SELECT {key} AS key FROM latest_predictions l WHERE {where}" + (f" AND {key} {op} {pre}" if pre else "")
+        for key, where in _branches(strategy, _IN_FILTER))
+    return f"SELECT len(best), list_last(best) FROM (SELECT {agg}(key, $n) AS best FROM ({keys}))"
 
 
 def top_k_query(strategy: str) -> str:
@@ -280,12 +296,15 @@ ORDER BY l.margin ASC, l.item_id ASC LIMIT $limit
 
 
 def payload_query(max_margin: float) -> str:
-    """Probabilities and embeddings of the prediction ids in the registered relation ``wanted``, read
-    from the band tables that can hold a margin of at most ``max_margin``."""
-    return " UNION ALL ".join(
+    """The shortlist in the registered relation ``wanted`` (item_id, item_uri, prediction_id) with
+    its probabilities and embeddings, sorted by item id, read from the band tables that can hold a
+    margin of at most ``max_margin``."""
+    bands = " UNION ALL ".join(
         f"SELECT p.prediction_id, p.probabilities, p.embedding FROM {band_table(b)} p "
         "SEMI JOIN wanted w ON p.prediction_id = w.prediction_id"
         for b in range(band_of(max_margin), BANDS))
+    return (f"SELECT w.item_id, w.item_uri, v.probabilities, v.embedding FROM wanted w "
+            f"JOIN ({bands}) v ON v.prediction_id = w.prediction_id ORDER BY w.item_id")
 
 
 # Every candidate with its probabilities and embedding (no shortlist: grows with the candidates).

@@ -40,12 +40,14 @@ def tricky_table(rng: np.random.Generator, n_items: int = 120, classes: int = 7)
     return make_batch(np.asarray(rows), ids, versions=versions, scored_at=np.asarray(times))
 
 
-@pytest.fixture(params=[0, 3], ids=["keys-for-seed-0", "keys-for-seed-3"])
+@pytest.fixture(params=[(0, 1.0), (3, 100.0)], ids=["keys-for-seed-0", "keys-for-seed-3-sampled-bound"])
 def setup(rng, request):
     """The tests ask for seed 3: a store keyed for seed 3 reads its stored random keys, one keyed for
-    seed 0 computes them at query time. Both must select the same."""
+    seed 0 computes them at query time. The second also guesses every bound from a 100% sample (the
+    guessed path); a 1% sample of a table this small is empty, so the first takes the full heap."""
     table = tricky_table(rng)
-    store = DuckDBStore(random_seed=request.param)
+    store = DuckDBStore(random_seed=request.param[0])
+    store.sample_percent = request.param[1]
     assert store.add_predictions(table) == len(table)
     excluded_sel = ["item-0003", "item-0010", "item-0042"]
     excluded_lab = ["item-0005", "item-0060"]
@@ -190,3 +192,19 @@ def test_the_labeled_set_holds_each_labeled_items_latest_embedding_whatever_arri
     np.testing.assert_array_equal(got.embeddings[:2], [[0.5, 0.5], [0, 1]])
     assert np.isnan(got.embeddings[2]).all()
     assert store.labeled_set("other-model", "v2").embeddings is None
+
+
+def test_a_guessed_bound_too_tight_falls_back_to_the_exact_one(rng):
+    class TightGuess(DuckDBStore):
+        sample_percent = 100.0
+
+        def _guess_size(self, n: int) -> int:
+            return 1  # the best key only: fewer than n keys within it
+
+    table = tricky_table(rng)
+    flt = CandidateFilter("m", "v1", T0 - 24 * HOUR, T0 + 24 * HOUR)
+    for store in (TightGuess(), DuckDBStore()):
+        store.add_predictions(table)
+        for strategy in RANKED_STRATEGIES:
+            got = store.top_k(flt, strategy, 9, seed=3)
+            assert [r.item_id for r in got] == [r.item_id for r in reference_top_k(table, flt, set(), strategy, 9, 3)]
