@@ -8,13 +8,16 @@ values, so a selection reads one narrow row per item and never the probability v
 against :mod:`shared.core.uncertainty`. Values always travel as parameters, never formatted into the
 text (table names and constant thresholds are the only generated parts).
 
-Two layouts keep a 10M-row selection fast and its memory bounded:
+Three layouts keep a 10M-row selection fast and its memory bounded (docs/selection.md):
+- **Bound first, rows second.** A top-k first finds the k-th best key over the numeric score column
+  alone (:func:`prebound_query` guesses from a sample, :func:`bound_query` makes it exact), then
+  reads ids and URIs of the rows within that bound only (:func:`top_k_query`); see
+  :func:`bound_size` for why the bound is exact despite exclusions.
 - **Margin bands.** ``predictions`` is a view over one table per band of margin
   (:data:`BAND_EDGES`). A margin shortlist fetches its probabilities and embeddings from the tables
   of its own bands only: rows within ~4x of the shortlist's largest margin, not the whole table.
-- **Bound first, rows second.** A top-k first finds the k-th best key over the numeric score column
-  alone (:func:`bound_query`), then reads ids and URIs of the rows within that bound only
-  (:func:`top_k_query`); see :func:`bound_size` for why the bound is exact despite exclusions.
+- **Labeled embeddings.** ``labeled_embeddings`` keeps each labeled item's latest embedding, so the
+  labeled set is as large as the labels.
 """
 
 from __future__ import annotations
