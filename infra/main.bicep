@@ -308,6 +308,10 @@ var adxSettings = {
   AL_ADX_DATABASE: adx.outputs.databaseName
 }
 
+// One value for both apps: the collector lands the random key for the seed the selector asks for
+// (a mismatch stays correct, but costs the selector an MD5 per candidate; docs/selection.md).
+var selectionSeed = '0'
+
 // --- hostile input (issue 13): an https item_uri must name a blob on these hosts (this account's) ---
 var itemHostSettings = {
   AL_ALLOWED_ITEM_HOSTS: replace(replace(storage.outputs.blobEndpoint, 'https://', ''), '/', '')
@@ -322,6 +326,8 @@ var commonSettings = union(adxSettings, {
   // instance's disk in Azure mode.
   AL_DATA_DIR: '/tmp/activelearning'
   AL_STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
+  // One seed for every app: the collector lands the random key the selector ranks by.
+  AL_SELECTION_SEED: selectionSeed
 })
 
 // The label app sends retrain requests, the dispatch app receives them: the loop account's queue.
@@ -359,7 +365,6 @@ var selectorSettings = union(amlWorkspaceSettings, itemHostSettings, {
   AL_STRATEGY: strategy
   AL_BATCH_SIZE: string(batchSize)
   AL_WINDOW_HOURS: windowHours
-  AL_SELECTION_SEED: '0'
   AL_SELECTION_SCHEDULE: selectionSchedule
   AL_SELECTION_LOCK_CONTAINER: containerNames.selectionLock
   AL_SELECTION_LEASE_SECONDS: '60'

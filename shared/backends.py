@@ -102,13 +102,14 @@ class Backend:
         if not self.is_azure:
             from shared.adapters.duckdb_store import DuckDBStore
 
-            return DuckDBStore(self.settings.data_dir / "loop.duckdb")
+            return DuckDBStore(self.settings.data_dir / "loop.duckdb", random_seed=self.settings.selection_seed)
         from shared.adapters.adx_ingest import build_streaming_client
         from shared.adapters.adx_store import AdxStore
 
         streaming = self._clients.get("streaming_client") or build_streaming_client(
             cluster_uri=self._adx_uri(), credential=self.credential)
-        return AdxStore(self.query_client, database=self.settings.adx_database, ingest=streaming)
+        return AdxStore(self.query_client, database=self.settings.adx_database, ingest=streaming,
+                        random_seed=self.settings.selection_seed)
 
     @cached_property
     def objects(self) -> ObjectStore:

@@ -35,6 +35,7 @@ def build_collector(settings: Settings, *, ports: Backend | None = None, **clien
         # embedded: file:// inside the object store only (it cannot fetch https)
         allowed_item_hosts=settings.allowed_item_host_list if settings.backend == "azure" else (),
         min_scored_at=settings.min_scored_at, max_embedding_dim=settings.max_embedding_dim,
+        seed=settings.selection_seed,
     )
     return Collector(collect, ingest, ports.counts, settings, ports.store)
 

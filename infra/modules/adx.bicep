@@ -95,6 +95,17 @@ resource selectorStreaming 'Microsoft.Kusto/clusters/databases/scripts@2023-08-1
   dependsOn: [functions]
 }
 
+resource latestPredictions 'Microsoft.Kusto/clusters/databases/scripts@2023-08-15' = {
+  parent: database
+  name: 'al-06-latest-predictions'
+  properties: {
+    scriptContent: loadTextContent('../adx/06-latest-predictions.kql')
+    forceUpdateTag: uniqueString(loadTextContent('../adx/06-latest-predictions.kql'))
+    continueOnErrors: false
+  }
+  dependsOn: [selectorStreaming]
+}
+
 // Least privilege: Ingestor (queued and streaming ingestion) and Viewer (selection and catalog
 // queries); no Admin. The service applies principal assignments on one database one at a time,
 // hence the chain.
@@ -107,7 +118,7 @@ resource ingestor 'Microsoft.Kusto/clusters/databases/principalAssignments@2023-
     role: 'Ingestor'
     tenantId: tenant().tenantId
   }
-  dependsOn: [selectorStreaming]
+  dependsOn: [latestPredictions]
 }
 
 resource viewer 'Microsoft.Kusto/clusters/databases/principalAssignments@2023-08-15' = {

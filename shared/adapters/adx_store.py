@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shared.core import kql
+from shared.core import kql, uncertainty
 from shared.core.records import Label, ModelStatus, ModelVersion, PredictionBatch, SelectedItem, Selection
 from shared.core.selection import CandidateFilter, Ranked
 from shared.errors import NotFoundError
@@ -66,10 +66,13 @@ class IngestClient(Protocol):
 class AdxStore:
     """:class:`shared.ports.PredictionStore` on Azure Data Explorer."""
 
-    def __init__(self, client: QueryClient, *, database: str, ingest: IngestClient | None = None) -> None:
+    def __init__(self, client: QueryClient, *, database: str, ingest: IngestClient | None = None,
+                 random_seed: int = 0) -> None:
+        """``random_seed``: the selection seed whose random key a stored prediction carries."""
         self._client = client
         self._database = database
         self._ingest = ingest
+        self._seed = random_seed
 
     # queries -----------------------------------------------------------------------------
     def _rows(self, name: str, values: dict[str, object]) -> list[Any]:
@@ -184,19 +187,24 @@ class AdxStore:
         for chunk in _chunks(list(batch.prediction_ids)):
             known |= {str(r["PredictionId"]) for r in self._rows("known_predictions", {"prediction_ids": chunk})}
         now = _iso(datetime.now(UTC))
+        proba = np.asarray(batch.probabilities, dtype=np.float64)
+        scores = zip(uncertainty.least_confidence(proba).tolist(), uncertainty.margin(proba).tolist(),
+                     uncertainty.entropy(proba).tolist(), uncertainty.random_keys(batch.item_ids, self._seed),
+                     strict=True)
         rows = []
-        for i, pid in enumerate(batch.prediction_ids):
+        for i, (pid, (lc, mg, en, key)) in enumerate(zip(batch.prediction_ids, scores, strict=True)):
             if pid in known:
                 continue
             known.add(pid)
             scored = batch.scored_at[i].astype("datetime64[us]").item().replace(tzinfo=UTC)
-            rows.append({
+            rows.append({  # the scores and the random key computed once, as the collector's landing does
                 "PredictionId": pid, "ItemId": batch.item_ids[i], "ItemUri": batch.item_uris[i],
                 "ModelName": batch.model_name[i], "ModelVersion": batch.model_version[i],
                 "PredictedLabel": batch.predicted_labels[i], "ScoredAt": _iso(scored),
                 "Probabilities": [float(x) for x in batch.probabilities[i]],
                 "Embedding": None if batch.embeddings is None else [float(x) for x in batch.embeddings[i]],
-                "IngestedAt": now,
+                "IngestedAt": now, "LeastConfidence": lc, "Margin": mg, "Entropy": en, "RandomKey": str(key),
+                "RandomSeed": self._seed,
             })
         if rows:
             self._stream(PREDICTIONS_TABLE, rows, tag=f"predictions:{rows[0]['PredictionId']}:{len(rows)}")

@@ -2,11 +2,16 @@
 
 Selection runs in DuckDB SQL (:mod:`shared.core.sql`); the parity tests hold it to the NumPy
 reference. One connection per store object; DuckDB serialises writers inside a process.
+
+The random key is computed at ingestion for the store's ``random_seed`` (set it to
+``AL_SELECTION_SEED``); a selection asking for another seed is still exact, it computes the keys at
+query time instead (slower: an MD5 per candidate).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +21,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shared.core import sql
 from shared.core.records import (
@@ -64,7 +70,9 @@ def _aware(ts: datetime | None) -> datetime | None:
 class DuckDBStore:
     """:class:`shared.ports.PredictionStore` on a DuckDB file (or ``":memory:"``)."""
 
-    def __init__(self, path: str | Path = ":memory:", *, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path = ":memory:", *, threads: int | None = None,
+                 random_seed: int = 0) -> None:
+        self.random_seed = int(random_seed)
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(path))
@@ -105,9 +113,11 @@ class DuckDBStore:
             con.register("staged", staged)
             con.execute("BEGIN")
             try:
-                con.execute(sql.STAGE_NEW_ROWS)
-                con.execute(sql.INSERT_NEW_ROWS)
+                con.execute(sql.STAGE_NEW_ROWS, {"seed": self.random_seed})
+                for (band,) in con.execute(sql.BANDS_PRESENT).fetchall():
+                    con.execute(sql.insert_band(band))
                 con.execute(sql.UPSERT_LATEST)
+                con.execute(sql.upsert_labeled_embeddings("new_rows", "labels"))
                 con.execute("DROP TABLE new_rows")
                 con.execute("COMMIT")
             except Exception:
@@ -140,21 +150,48 @@ class DuckDBStore:
             "window_end": flt.window_end.astype("datetime64[us]").item(),
         }
 
+    # The share of the table a bound's first guess samples (see _bound).
+    sample_percent = 1.0
+
+    def _bound(self, con: duckdb.DuckDBPyConnection, strategy: str, params: dict[str, object],
+               k: int) -> object:
+        """The bound a top-``k`` of ``strategy`` reads within (None: no candidates); see sql.bound_size.
+
+        A sample first guesses a bound about twice as loose as needed; the heap then only sees keys
+        within the guess and, when n come back, the bound is exact at a fraction of a full heap's
+        cost. A guess too tight (fewer than n within it) falls back to the full heap."""
+        n = sql.bound_size(k, _scalar(con, sql.EXCLUDED_COUNT))
+        pre = con.execute(sql.prebound_query(strategy, self.sample_percent),
+                          params | {"m": self._guess_size(n)}).fetchall()[0][0]
+        if pre is not None:
+            count, bound = con.execute(sql.bound_query(strategy, within_pre=True),
+                                       params | {"n": n, "pre": pre}).fetchall()[0]
+            if count == n:
+                return bound
+        return con.execute(sql.bound_query(strategy), params | {"n": n}).fetchall()[0][1]
+
+    def _guess_size(self, n: int) -> int:
+        """Which best key of the sample makes the guess: about 2n keys of the table are that good."""
+        return math.ceil(2 * n * self.sample_percent / 100) + 16
+
     def top_k(self, flt: CandidateFilter, strategy: str, k: int, seed: int = 0) -> list[Ranked]:
-        params = self._filter_params(flt) | {"k": int(k)}
+        params = self._filter_params(flt)
         if strategy == "random":
             params["seed"] = int(seed)
-        with self._cursor() as con:
-            rows = con.execute(sql.top_k_query(strategy), params).fetchall()
+        with self._cursor() as con, _snapshot(con):
+            bound = self._bound(con, strategy, params, k)
+            if bound is None:
+                return []
+            rows = con.execute(sql.top_k_query(strategy), params | {"bound": bound, "k": int(k)}).fetchall()
         return [Ranked(str(i), float(s), str(u)) for i, s, u in rows]
 
     def candidates(self, flt: CandidateFilter, limit: int | None = None) -> CandidateSet:
         params = self._filter_params(flt)
-        query = sql.CANDIDATES_QUERY
-        if limit is not None:
-            query, params = sql.SHORTLIST_QUERY, params | {"limit": int(limit)}
-        with self._cursor() as con:
-            table = con.sql(query, params=params).to_arrow_table()
+        with self._cursor() as con, _snapshot(con):
+            if limit is None:
+                table = con.sql(sql.CANDIDATES_QUERY, params=params).to_arrow_table()
+            else:
+                table = self._shortlist(con, params, int(limit))
         n = table.num_rows
         ids = np.asarray(table.column("item_id").to_pylist(), dtype=str)
         uris = np.asarray(table.column("item_uri").to_pylist(), dtype=str)
@@ -164,21 +201,31 @@ class DuckDBStore:
         return CandidateSet(ids, uris, proba if proba is not None else np.zeros((0, 0), np.float32),
                             embeddings)
 
+    def _shortlist(self, con: duckdb.DuckDBPyConnection, params: dict[str, object], limit: int) -> pa.Table:
+        """The ``limit`` most uncertain candidates by margin with their probabilities and embeddings,
+        sorted by item id: ids first (numeric scan, then the rows within the bound), then the vectors
+        of those prediction ids only, from the margin bands that can hold them."""
+        bound = self._bound(con, "margin", params, limit)
+        if bound is None:
+            return _EMPTY_CANDIDATES
+        short = con.sql(sql.SHORTLIST_QUERY, params=params | {"bound": bound, "limit": limit}).to_arrow_table()
+        if short.num_rows == 0:
+            return _EMPTY_CANDIDATES
+        con.register("wanted", short.select(["item_id", "item_uri", "prediction_id"]))
+        try:
+            table = con.sql(sql.payload_query(pc.max(short.column("margin")).as_py())).to_arrow_table()
+        finally:
+            con.unregister("wanted")
+        if table.num_rows != short.num_rows:
+            raise RuntimeError("a shortlisted prediction is missing from its margin band")
+        return table
+
     def labeled_set(self, model_name: str, model_version: str) -> LabeledSet:
         """Every labeled item with its latest embedding from any version of the model (features
-        do not depend on the version); rows of items never scored with an embedding are NaN."""
-        query = """
-            WITH b AS (SELECT item_id, arg_max(label, recorded_at) AS label FROM labels GROUP BY item_id),
-            e AS (
-                SELECT p.item_id, arg_max(p.embedding, p.scored_at) AS embedding
-                FROM predictions p SEMI JOIN b ON p.item_id = b.item_id
-                WHERE p.model_name = $model_name AND p.embedding IS NOT NULL
-                GROUP BY p.item_id)
-            SELECT b.item_id, b.label, e.embedding FROM b LEFT JOIN e USING (item_id)
-            ORDER BY b.item_id
-        """
+        do not depend on the version); rows of items never scored with an embedding are NaN. Read
+        from ``labeled_embeddings``, kept up to date at ingestion and when labels are recorded."""
         with self._cursor() as con:
-            table = con.sql(query, params={"model_name": model_name}).to_arrow_table()
+            table = con.sql(sql.LABELED_SET_QUERY, params={"model_name": model_name}).to_arrow_table()
         n = table.num_rows
         ids = np.asarray(table.column("item_id").to_pylist(), dtype=str)
         labels = np.asarray(table.column("label").to_pylist(), dtype=str)
@@ -285,6 +332,7 @@ class DuckDBStore:
         })
         with self._cursor() as con:
             before = _scalar(con, "SELECT count(*) FROM labels")
+            con.execute("BEGIN")
             con.register("incoming", rows)
             try:  # an item's current label given again (a repeated or cumulative export) is not new
                 con.execute("""
@@ -294,9 +342,20 @@ class DuckDBStore:
                                        GROUP BY item_id) c
                         WHERE c.item_id = i.item_id AND c.label = i.label)
                     ON CONFLICT DO NOTHING""")
+                added = _scalar(con, "SELECT count(*) FROM labels") - before
+                # The newly labeled items' embeddings: one scan of the predictions per recorded export.
+                con.register("incoming_labels", rows.select(["item_id"]))
+                try:
+                    con.execute(sql.upsert_labeled_embeddings("predictions", "incoming_labels"))
+                finally:
+                    con.unregister("incoming_labels")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
             finally:
                 con.unregister("incoming")
-            return _scalar(con, "SELECT count(*) FROM labels") - before
+        return added
 
     def list_labels(self) -> list[Label]:
         """The current label of every labeled item (the most recently recorded answer wins)."""
@@ -368,6 +427,22 @@ class DuckDBStore:
 
 def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:
     return int(con.execute(query).fetchall()[0][0])
+
+
+@contextmanager
+def _snapshot(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One read transaction: a bound and the rows read within it come from the same snapshot."""
+    con.execute("BEGIN")
+    try:
+        yield
+    finally:
+        con.execute("COMMIT")
+
+
+_EMPTY_CANDIDATES = pa.table({
+    "item_id": pa.array([], pa.string()), "item_uri": pa.array([], pa.string()),
+    "probabilities": pa.array([], pa.list_(pa.float32())), "embedding": pa.array([], pa.list_(pa.float32())),
+})
 
 
 def _matrix(column: pa.ChunkedArray, n: int) -> np.ndarray | None:

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
+from shared.core import uncertainty
 from shared.core.item_uris import ItemUriPolicy, item_uri_problem
 from shared.core.naming import item_id_problem
 from shared.errors import BatchRejectedError, Problem
@@ -352,22 +353,46 @@ def batch_json_schema() -> dict[str, object]:
 
 
 # Landing lines: one JSON object per accepted prediction, the durable form ADX and DuckDB ingest.
+# The last five are computed here, once per prediction, with the NumPy core (shared.core.uncertainty,
+# the only home of the math): ADX stores them as columns (infra/adx/01-tables.kql) so that no query
+# ranks by reading probability vectors. The embedded store computes the same values in SQL.
+LANDING_SCORE_FIELDS = ("least_confidence", "margin", "entropy", "random_key", "random_seed")
 LANDING_FIELDS = ("prediction_id", "item_id", "item_uri", "model_name", "model_version", "predicted_label",
-                  "scored_at", "probabilities", "embedding", "ingested_at")
+                  "scored_at", "probabilities", "embedding", "ingested_at", *LANDING_SCORE_FIELDS)
 
 
-def landing_jsonl(records: Sequence[ScoringRecord], item_uris: Sequence[str], landed_at: datetime) -> bytes:
-    """Accepted records (ids filled in, inline items replaced by their URIs) as JSON lines."""
+def landing_jsonl(records: Sequence[ScoringRecord], item_uris: Sequence[str], landed_at: datetime,
+                  *, seed: int = 0) -> bytes:
+    """Accepted records (ids filled in, inline items replaced by their URIs) as JSON lines, with the
+    uncertainty scores and the random key for the selection ``seed`` (``AL_SELECTION_SEED``)."""
     stamp = _utc_text(landed_at)
+    scores = _landing_scores(records)
+    keys = uncertainty.random_keys([rec.item_id for rec in records], seed)
     lines = []
-    for rec, uri in zip(records, item_uris, strict=True):
+    for rec, uri, (lc, mg, en), key in zip(records, item_uris, scores, keys, strict=True):
         lines.append(to_json({
             "prediction_id": rec.prediction_id, "item_id": rec.item_id, "item_uri": uri,
             "model_name": rec.model_name, "model_version": rec.model_version,
             "predicted_label": rec.predicted_label, "scored_at": _utc_text(rec.scored_at),
             "probabilities": rec.probabilities, "embedding": rec.embedding, "ingested_at": stamp,
+            "least_confidence": lc, "margin": mg, "entropy": en, "random_key": key, "random_seed": seed,
         }))
     return b"\n".join(lines) + b"\n"
+
+
+def _landing_scores(records: Sequence[ScoringRecord]) -> list[tuple[float, float, float]]:
+    """(least confidence, margin, entropy) per record, vectorised per probability-vector length."""
+    out: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * len(records)
+    by_length: dict[int, list[int]] = {}
+    for i, rec in enumerate(records):
+        by_length.setdefault(len(rec.probabilities), []).append(i)
+    for rows in by_length.values():
+        p = np.array([records[i].probabilities for i in rows], dtype=np.float64)
+        columns = zip(uncertainty.least_confidence(p).tolist(), uncertainty.margin(p).tolist(),
+                      uncertainty.entropy(p).tolist(), strict=True)
+        for i, values in zip(rows, columns, strict=True):
+            out[i] = values
+    return out
 
 
 def parse_landing_jsonl(data: bytes) -> list[dict[str, object]]:
@@ -377,7 +402,9 @@ def parse_landing_jsonl(data: bytes) -> list[dict[str, object]]:
         if not line.strip():
             continue
         row = json.loads(line)
-        missing = [f for f in LANDING_FIELDS if f not in row]
+        # A line landed before the scores existed lacks them: still readable (the embedded store
+        # computes its own; see docs/selection.md for ADX).
+        missing = [f for f in LANDING_FIELDS if f not in row and f not in LANDING_SCORE_FIELDS]
         if missing:
             raise ValueError(f"landing line {n} lacks {missing}")
         rows.append(row)

@@ -43,12 +43,13 @@ class CollectService:
         self, store: PredictionStore, objects: ObjectStore, *, max_records: int = 1000,
         max_item_bytes: int = 2 * 1024 * 1024, ingest: IngestService | None = None,
         items_container: str = ITEMS_CONTAINER, max_future: timedelta | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC), seed: int = 0,
         allowed_item_hosts: Sequence[str] = (), min_scored_at: datetime = MIN_SCORED_AT,
         max_embedding_dim: int = MAX_EMBEDDING_DIM,
     ) -> None:
         """``allowed_item_hosts``: blob hosts an ``https://`` item_uri may name besides the object
         store's own roots (:mod:`shared.core.item_uris`)."""
+        self._seed = seed  # AL_SELECTION_SEED: landed lines carry the random key for it
         self._store = store
         self._objects = objects
         self._max_records = max_records
@@ -123,7 +124,7 @@ class CollectService:
     def _land_and_ingest(self, records: Sequence[ScoringRecord], uris: Sequence[str], now: datetime) -> CollectResult:
         assert self._ingest is not None
         batch_id = batch_id_of([r.prediction_id or "" for r in records])
-        landed = self._ingest.land(batch_id, landing_jsonl(records, uris, now))
+        landed = self._ingest.land(batch_id, landing_jsonl(records, uris, now, seed=self._seed))
         n = len(records)
         if landed.already_ingested:
             return CollectResult(0, n, batch_id, True)

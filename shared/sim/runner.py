@@ -93,7 +93,7 @@ def run_simulation(
 
     shared_items = workdir.parent / "shared-items"
     objects = LocalFolderObjectStore(workdir / "blobs", read_roots=(shared_items,))
-    store = DuckDBStore(workdir / "loop.duckdb", threads=1)
+    store = DuckDBStore(workdir / "loop.duckdb", threads=1, random_seed=seed)  # the seed selection asks for
     featurizer = Featurizer()
     featurizer.prime(prepared.keys, prepared.features)
     uris = {prepared.item_ids[i]: prepared.uris[i] for i in pool}

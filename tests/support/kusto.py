@@ -2,13 +2,16 @@
 
 ``KustoAnalyzer`` runs one Node process (``kusto_analyze.js``) for many queries and returns the
 diagnostics of ``Kusto.Language.KustoCode.ParseAndAnalyze`` against a database built from the
-project's ADX tables (``infra/adx/*.kql``): syntax errors, unknown names, type errors. Any test can
+project's ADX tables and materialized views (``infra/adx/*.kql``; a view's columns are what the
+language service infers for its own query): syntax errors, unknown names, type errors. Any test can
 use it: ``with KustoAnalyzer() as k: k.analyze(query)``, or the session fixture ``kusto``.
+:func:`materialized_views` gives each view's source table and query, for executing them elsewhere.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -59,6 +62,9 @@ class KustoAnalyzer:
         self._next = 0
         hello = self._read()
         self.tables: tuple[str, ...] = tuple(hello["tables"])
+        # name -> ((column, type), ...) as the language service infers them from the view's query
+        self.views: dict[str, tuple[tuple[str, str], ...]] = {
+            v["name"]: tuple((c, t) for c, t in v["columns"]) for v in hello["views"]}
 
     def _read(self) -> dict:
         assert self._proc.stdout is not None
@@ -100,6 +106,33 @@ class KustoAnalyzer:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+_VIEW = re.compile(
+    r"^\s*\.create(?:-or-alter)?(?:\s+async)?(?:\s+ifnotexists)?\s+materialized-view\s+"
+    r'(?:with\s*\((?:[^()"]|"[^"]*")*\)\s*)?(\w+)\s+on\s+table\s+(\w+)\s*\{', re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class MaterializedView:
+    name: str
+    source: str
+    query: str
+
+
+def materialized_views(schema_files: tuple[Path, ...] = SCHEMA_FILES) -> list[MaterializedView]:
+    """Every ``.create[-or-alter] materialized-view`` of the schema files, in file order, with the
+    text of its query (the body between the braces), as ``kusto_analyze.js`` reads them."""
+    found = []
+    for path in schema_files:
+        text = path.read_text(encoding="utf-8")
+        for m in _VIEW.finditer(text):
+            depth, i = 1, m.end()
+            while i < len(text) and depth:
+                depth += {"{": 1, "}": -1}.get(text[i], 0)
+                i += 1
+            found.append(MaterializedView(m.group(1), m.group(2), text[m.end():i - 1].strip()))
+    return found
 
 
 def analyze(query: str) -> list[Diagnostic]:

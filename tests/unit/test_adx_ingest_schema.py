@@ -47,7 +47,8 @@ def all_kql() -> list[str]:
 
 # The language service parses an unknown control command without a diagnostic: check the verbs here.
 KNOWN_COMMANDS = (".create-merge table ", ".create-or-alter table ", ".alter-merge table ", ".alter table ",
-                  ".create-or-alter function ")
+                  ".create-or-alter function ", ".create-or-alter materialized-view ",
+                  ".alter-merge materialized-view ")
 
 
 def test_every_command_and_query_analyses_with_zero_diagnostics(kusto):
@@ -79,15 +80,18 @@ def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-# Columns the DuckDB store keeps beyond the ADX tables, and why: uncertainty scores computed at
-# ingestion (ADX computes them in the selection query or an update policy).
-DUCKDB_ONLY = {"predictions": {"least_confidence", "margin", "entropy"}}
-DUCKDB_ONLY_TABLES = {"latest_predictions"}
+# Columns the DuckDB store keeps beyond the ADX tables, and why (none today: the scores and the random
+# key are Predictions columns in both).
+DUCKDB_ONLY: dict[str, set[str]] = {}
+# Tables the DuckDB store keeps beyond the ADX tables: latest_predictions plays the LatestPredictions
+# view's role and labeled_embeddings caches the labeled items' embeddings (both maintained at
+# ingestion); predictions is a view over one table per margin band.
+DUCKDB_ONLY_TABLES = {"latest_predictions", "labeled_embeddings", *(sql.band_table(b) for b in range(sql.BANDS))}
 # Columns ADX keeps beyond DuckDB, and why: ADX tables are append-only, so a model version's current
 # row is its newest by RecordedAt; DuckDB updates the row in place.
-ADX_ONLY = {"ModelVersions": {"RecordedAt"}}  # maintained at ingestion: a materialized view's role in ADX
+ADX_ONLY = {"ModelVersions": {"RecordedAt"}}
 TYPES = {"string": {"VARCHAR"}, "datetime": {"TIMESTAMP"}, "real": {"DOUBLE"}, "int": {"INTEGER"},
-         "bool": {"BOOLEAN"}, "dynamic": {"FLOAT[]", "VARCHAR[]", "VARCHAR"}}
+         "long": {"BIGINT"}, "bool": {"BOOLEAN"}, "dynamic": {"FLOAT[]", "VARCHAR[]", "VARCHAR"}}
 
 
 def duckdb_tables() -> dict[str, list[tuple[str, str]]]:
@@ -112,6 +116,16 @@ def test_duckdb_schema_mirrors_the_adx_tables():
         assert [c for c, _ in got] == [c for c, _ in expected], table
         for (col, duck_type), (_, adx_type) in zip(got, expected, strict=True):
             assert duck_type in TYPES[adx_type], f"{table}.{col}: {duck_type} vs {adx_type}"
+
+
+def test_duckdb_latest_predictions_mirrors_the_adx_view(kusto):
+    """Same columns as LatestPredictions (as the language service infers them from the view's query),
+    bar the view's tie-break key; the random key is held as the number its MD5 hex spells."""
+    view = [(snake(c), t) for c, t in kusto.views["LatestPredictions"] if c != "LatestKey"]
+    duck = duckdb_tables()["latest_predictions"]
+    assert [c for c, _ in duck] == [c for c, _ in view]
+    for (col, duck_type), (_, adx_type) in zip(duck, view, strict=True):
+        assert duck_type in TYPES[adx_type] | ({"UHUGEINT"} if col == "random_key" else set()), col
 
 
 def test_snake_case_naming():

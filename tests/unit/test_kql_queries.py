@@ -2,7 +2,10 @@
 fixture data, selecting what the NumPy reference and the DuckDB SQL select.
 
 duckdb-kql (pre-alpha, test-only) runs a subset of KQL. Where it cannot run a query the test says
-which operator and skips; the language-service check still applies to every query.
+which operator and skips; the language-service check still applies to every query. ADX keeps the
+LatestPredictions materialized view up to date by itself; here the view is emulated by running the
+view's own query (infra/adx/06-latest-predictions.kql) over the fixture and storing the result as a
+table, and Predictions carries the scores the collector computes with shared.core.uncertainty.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import numpy as np
 import pytest
 
 from shared.adapters.duckdb_store import DuckDBStore
-from shared.core import kql
+from shared.core import kql, uncertainty
 from shared.core.records import Label, PredictionBatch, SelectedItem, Selection
 from shared.core.selection import CandidateFilter, reference_top_k
 from shared.core.uncertainty import RANKED_STRATEGIES
 from tests.conftest import T0, make_batch
+from tests.support.kusto import materialized_views
 from tests.unit.test_selection_parity import tricky_table
 
 duckdb_kql = pytest.importorskip("duckdb_kql")
@@ -26,7 +30,7 @@ duckdb_kql = pytest.importorskip("duckdb_kql")
 HOUR = np.timedelta64(3600, "s")
 SELECTED = ["item-0003", "item-0010", "item-0042"]
 LABELED = ["item-0005", "item-0060"]
-TAKE = "| take k\n"
+SEED = 3  # the seed the fixture's random keys are stored for
 
 # A deliberately broken selection query: an unknown column, and a string compared with a number.
 BROKEN_QUERY = """declare query_parameters(model_name:string, k:long);
@@ -59,6 +63,21 @@ def test_the_analyzer_knows_the_project_tables(kusto):
     assert kusto.analyze("Predictions | where NoSuchColumn == 1")
 
 
+def test_the_analyzer_learns_the_view_from_its_own_query(kusto):
+    columns = dict(kusto.views["LatestPredictions"])
+    assert columns["Margin"] == "real" and columns["RandomSeed"] == "long" and columns["ScoredAt"] == "datetime"
+    assert "Probabilities" not in columns  # narrow: a shortlist fetches vectors by PredictionId
+    assert kusto.analyze("LatestPredictions | project Probabilities")
+    assert kusto.analyze("LatestPredictions | where Margin < 0.5 | project ItemId, PredictionId") == []
+
+
+def test_every_selection_query_reads_the_view_not_a_per_query_latest():
+    for name in [kql.top_k_name(s) for s in RANKED_STRATEGIES] + ["candidates", "candidates_shortlist"]:
+        text = kql.load(name)
+        assert "let candidates = LatestPredictions" in text, name
+        assert "max(ScoredAt)" not in text and "array_sort_desc" not in text and "mv-expand" not in text, name
+
+
 def test_every_strategy_has_a_top_k_query():
     for strategy in RANKED_STRATEGIES:
         assert kql.top_k_name(strategy) in kql.query_names()
@@ -69,9 +88,8 @@ def test_the_candidate_contract_is_the_same_text_in_every_selection_query():
     """Each query is self-contained (one file), so the contract is repeated: it must not drift."""
     def contract(name: str) -> str:
         text = kql.load(name)
-        start = text.index("let served")
-        end = text.index("candidates\n|", start)
-        return text[start:end].replace(", Embedding)", ")")
+        start = text.index("let candidates")
+        return text[start:text.index(";\n", start)]
 
     names = [kql.top_k_name(s) for s in RANKED_STRATEGIES] + ["candidates", "candidates_shortlist"]
     assert len({contract(n) for n in names}) == 1
@@ -103,20 +121,17 @@ def test_parameters_must_match_the_declaration():
 
 # --- execution with duckdb-kql ---------------------------------------------------------------
 def _concat(a: PredictionBatch, b: PredictionBatch) -> PredictionBatch:
-    """``a`` then ``b``, with probabilities under 1e-3 set to 0 (see :data:`TEXT_SORT`)."""
-    proba = np.concatenate([a.probabilities, b.probabilities])
     return PredictionBatch(
         a.prediction_ids + b.prediction_ids, a.item_ids + b.item_ids, a.item_uris + b.item_uris,
         a.model_name + b.model_name, a.model_version + b.model_version,
         a.predicted_labels + b.predicted_labels, np.concatenate([a.scored_at, b.scored_at]),
-        np.where(proba < 1e-3, 0, proba).astype(np.float32),
+        np.concatenate([a.probabilities, b.probabilities]),
     )
 
 
 # duckdb-kql 1.1.2 renders array_sort_desc as a sort of JSON[] values, which DuckDB compares as text:
-# 2.6e-07 sorts above 0.73. ADX sorts numbers numerically. Text order equals numeric order for numbers
-# printed without an exponent, so the fixture's probabilities avoid tiny values (zeros stay: one-hot
-# rows and zero entries are kept). test_duckdb_kql_sorts_dynamic_numbers_as_text pins the divergence.
+# 2.6e-07 sorts above 0.73. ADX sorts numbers numerically. The shipped queries no longer sort
+# probability vectors (scores are columns); test_duckdb_kql_sorts_dynamic_numbers_as_text pins it.
 TEXT_SORT = "duckdb-kql 1.1.2 array_sort_desc compares dynamic numbers as JSON text, not numerically"
 
 
@@ -131,7 +146,7 @@ def world():
     table = _concat(base, same_time)
     flt = CandidateFilter("m", "v1", T0 - 24 * HOUR, T0 + 24 * HOUR)
 
-    store = DuckDBStore()
+    store = DuckDBStore(random_seed=SEED)
     store.add_predictions(table)
     selection = Selection("b1", "margin", "m", "v1", datetime(2026, 3, 1, tzinfo=UTC),
                           tuple(SelectedItem(i, f"file:///items/{i}.png", 0.0, n) for n, i in enumerate(SELECTED)))
@@ -146,58 +161,76 @@ def world():
 
 
 def _load_kql_tables(con, table: PredictionBatch, selection: Selection) -> None:
-    """The ADX tables of infra/adx/01-tables.kql as DuckDB tables (dynamic -> JSON)."""
+    """The ADX tables of infra/adx/01-tables.kql as DuckDB tables (dynamic -> JSON), the scores as the
+    collector lands them, and the materialized view as a table holding its own query's result."""
     con.execute("""
         CREATE TABLE Predictions (PredictionId VARCHAR, ItemId VARCHAR, ItemUri VARCHAR, ModelName VARCHAR,
             ModelVersion VARCHAR, PredictedLabel VARCHAR, ScoredAt TIMESTAMP, Probabilities DOUBLE[],
-            Embedding JSON, IngestedAt TIMESTAMP);
+            Embedding JSON, IngestedAt TIMESTAMP, LeastConfidence DOUBLE, Margin DOUBLE, Entropy DOUBLE,
+            RandomKey VARCHAR, RandomSeed BIGINT);
         CREATE TABLE Selections (BatchId VARCHAR, ItemId VARCHAR, ItemUri VARCHAR, ModelName VARCHAR,
             ModelVersion VARCHAR, Strategy VARCHAR, Score DOUBLE, Rank INTEGER, SelectedAt TIMESTAMP,
             HandedOff BOOLEAN);
         CREATE TABLE Labels (ItemId VARCHAR, Label VARCHAR, ExportId VARCHAR, ExportSha256 VARCHAR,
             LabeledAt TIMESTAMP, RecordedAt TIMESTAMP);
     """)
+    p = table.probabilities
+    scores = np.column_stack([uncertainty.least_confidence(p), uncertainty.margin(p), uncertainty.entropy(p)])
+    keys = uncertainty.random_keys(table.item_ids, SEED)
     rows = [
         (table.prediction_ids[i], table.item_ids[i], table.item_uris[i], table.model_name[i],
          table.model_version[i], table.predicted_labels[i], table.scored_at[i].astype("datetime64[us]").item(),
-         [float(x) for x in table.probabilities[i]], None, datetime(2026, 3, 1))
+         [float(x) for x in table.probabilities[i]], None, datetime(2026, 3, 1), *map(float, scores[i]),
+         keys[i], SEED)
         for i in range(len(table))
     ]
-    con.executemany("INSERT INTO Predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.executemany("INSERT INTO Predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     con.executemany("INSERT INTO Selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         (selection.batch_id, it.item_id, it.item_uri, "m", "v1", "margin", 0.0, it.rank,
          datetime(2026, 3, 1), False) for it in selection.items])
     con.executemany("INSERT INTO Labels VALUES (?, ?, ?, ?, ?, ?)",
                     [(i, "c0", "e", "sha", None, datetime(2026, 3, 1)) for i in LABELED])
+    materialize_views(con)
+
+
+def materialize_views(con) -> None:
+    """What ADX maintains incrementally, computed once: each view's own query, stored as a table."""
+    for view in materialized_views():
+        con.execute(f"DROP TABLE IF EXISTS {view.name}")
+        duckdb_kql.query(con, view.query).create(view.name)
 
 
 def run_kql(con, name: str, values: dict[str, object]) -> tuple[list[tuple], str]:
     """Run a shipped query with duckdb-kql; returns (rows, note).
 
-    duckdb-kql 1.1 takes only a literal count in ``take``: a query ending ``| take k`` then runs
-    without that one line and Python keeps the first k rows (the order is the query's own ``sort``).
+    duckdb-kql 1.1 takes only a literal count in ``take``: here (test-only) ``take k`` becomes
+    ``take <the value of k>``; the product sends the text unchanged, k as a request parameter.
     Any other unsupported operator skips the test, naming it.
     """
     text = kql.load(name)
     params = kql.parameters(text, values)
+    note = ""
+    if "take k\n" in text:
+        text = text.replace("take k\n", f"take {int(values['k'])}\n")  # type: ignore[call-overload]
+        note = "take k with a literal count"
     try:
-        return duckdb_kql.query(con, text, params).fetchall(), ""
+        return duckdb_kql.query(con, text, params).fetchall(), note
     except duckdb_kql.KqlUnsupportedError as exc:
-        if "'take'" not in str(exc) or TAKE not in text:
-            pytest.skip(f"duckdb-kql cannot run {name}.kql: {exc}")
-        note = f"without `take k` ({exc})"
-    rows = duckdb_kql.query(con, text.replace(TAKE, "", 1), params).fetchall()
-    return rows[: int(values["k"])], note  # type: ignore[call-overload]
+        pytest.skip(f"duckdb-kql cannot run {name}.kql: {exc}")
 
 
-@pytest.mark.parametrize("strategy", RANKED_STRATEGIES)
+# Random twice: with the seed the keys were stored for, and with another (keys computed in the query).
+RANKED_CASES = [(s, SEED) for s in RANKED_STRATEGIES] + [("random", 5)]
+
+
+@pytest.mark.parametrize(("strategy", "seed"), RANKED_CASES)
 @pytest.mark.parametrize("k", [7, 500])
-def test_kql_selects_what_the_reference_and_the_sql_select(world, strategy, k):
+def test_kql_selects_what_the_reference_and_the_sql_select(world, strategy, seed, k):
     table, flt, store, con = world
-    values = kql.filter_values(flt) | {"k": k} | ({"seed": 3} if strategy == "random" else {})
+    values = kql.filter_values(flt) | {"k": k} | ({"seed": seed} if strategy == "random" else {})
     rows, _ = run_kql(con, kql.top_k_name(strategy), values)
-    want = reference_top_k(table, flt, set(SELECTED + LABELED), strategy, k, seed=3)
-    sql = store.top_k(flt, strategy, k, seed=3)
+    want = reference_top_k(table, flt, set(SELECTED + LABELED), strategy, k, seed=seed)
+    sql = store.top_k(flt, strategy, k, seed=seed)
     assert [r[0] for r in rows] == [r.item_id for r in want] == [r.item_id for r in sql]
     np.testing.assert_allclose([r[1] for r in rows], [r.score for r in want], atol=1e-9)
     assert [r[2] for r in rows] == [r.item_uri for r in want]
@@ -230,6 +263,30 @@ def test_kql_window_and_version(world):
     assert [r[0] for r in rows] == [r.item_id for r in want] and rows
     other = CandidateFilter("m", "v9", T0 - 99 * HOUR, T0 + 99 * HOUR)
     assert run_kql(con, "top_k_margin", kql.filter_values(other) | {"k": 5})[0] == []
+
+
+def test_rows_landed_without_scores_rank_last():
+    """A landing blob from a collector that predates the score columns lands nulls: such a row
+    must not jump the queue (KQL sorts nulls first ascending unless told otherwise)."""
+    con = duckdb_kql.connect()
+    try:
+        table = make_batch(np.array([[0.6, 0.4], [0.9, 0.1], [0.5, 0.5]]), ["a", "b", "old"])
+        other = Selection("b0", "margin", "m", "v1", datetime(2026, 3, 1, tzinfo=UTC),
+                          (SelectedItem("elsewhere", "u", 0.0, 0),))
+        _load_kql_tables(con, table, other)
+        con.execute("UPDATE Predictions SET LeastConfidence = NULL, Margin = NULL, Entropy = NULL, "
+                    "RandomKey = NULL, RandomSeed = NULL WHERE ItemId = 'old'")
+        materialize_views(con)
+        flt = CandidateFilter("m", "v1", T0, T0)
+        for name in ("top_k_margin", "top_k_least_confidence", "top_k_entropy"):
+            rows, _ = run_kql(con, name, kql.filter_values(flt) | {"k": 3})
+            assert [r[0] for r in rows][-1] == "old", name
+        rows, _ = run_kql(con, "top_k_random", kql.filter_values(flt) | {"k": 3, "seed": SEED})
+        assert sorted(r[0] for r in rows) == ["a", "b", "old"]  # its key is computed instead
+        assert sorted(r[0] for r in run_kql(con, "candidates_shortlist", kql.filter_values(flt) | {"k": 2})[0]) == [
+            "a", "b"]
+    finally:
+        con.close()
 
 
 @pytest.mark.xfail(strict=True, reason=TEXT_SORT)

@@ -1,8 +1,18 @@
 import base64
+import json
+from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
-from shared.core.payload import derive_prediction_id, validate_batch
+from shared.core import uncertainty
+from shared.core.payload import (
+    LANDING_FIELDS,
+    derive_prediction_id,
+    landing_jsonl,
+    parse_landing_jsonl,
+    validate_batch,
+)
 from shared.errors import BatchRejectedError
 
 CLASSES = ("cat", "dog", "eel")
@@ -193,3 +203,26 @@ def test_item_uris_are_held_to_the_policy():
                   record(item_id="img-3", item_uri="file:///etc/passwd")], item_uris=policy)
     assert [(w, f) for w, f, _ in got] == [(1, "item_uri"), (2, "item_uri")]
     assert "scheme 'ftp'" in got[0][2] and "outside the object store" in got[1][2]
+def test_landing_lines_carry_the_scores_and_random_key_of_the_numpy_core():
+    """Computed once, at landing, with shared.core.uncertainty: ADX stores and ranks by these columns."""
+    batch = [record(), record(item_id="img-2", probabilities=[0.4, 0.4, 0.2]),
+             record(item_id="img-3", model_version="2", probabilities=[0.5, 0.5], class_names=["a", "b"],
+                    predicted_label="a")]
+    out = check(batch)
+    recs = [r for r, _, _ in out]
+    landed = landing_jsonl(recs, ["u"] * 3, datetime(2026, 3, 1, tzinfo=UTC), seed=7)
+    lines = [json.loads(x) for x in landed.splitlines()]
+    assert [list(x) for x in lines] == [list(LANDING_FIELDS)] * 3
+    for rec, line in zip(recs, lines, strict=True):
+        p = np.array([rec.probabilities])
+        assert line["least_confidence"] == uncertainty.least_confidence(p)[0]
+        assert line["margin"] == uncertainty.margin(p)[0] and line["entropy"] == uncertainty.entropy(p)[0]
+        assert line["random_key"] == uncertainty.random_keys([rec.item_id], 7)[0] and line["random_seed"] == 7
+    assert lines[1]["margin"] == 0.0  # a tie on top
+
+
+def test_a_landing_line_from_before_the_scores_still_parses():
+    old = {f: "x" for f in ("prediction_id", "item_id", "item_uri", "model_name", "model_version",
+                            "predicted_label", "scored_at", "ingested_at")} | {"probabilities": [1.0, 0.0],
+                                                                              "embedding": None}
+    assert parse_landing_jsonl(json.dumps(old).encode()) == [old]

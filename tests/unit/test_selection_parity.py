@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from shared.adapters.duckdb_store import DuckDBStore
+from shared.core import sql
 from shared.core.records import Label, SelectedItem, Selection
 from shared.core.selection import CandidateFilter, reference_top_k
-from shared.core.uncertainty import RANKED_STRATEGIES
+from shared.core.uncertainty import RANKED_STRATEGIES, margin, random_keys
 from tests.conftest import T0, make_batch
 
 HOUR = np.timedelta64(3600, "s")
@@ -39,10 +40,14 @@ def tricky_table(rng: np.random.Generator, n_items: int = 120, classes: int = 7)
     return make_batch(np.asarray(rows), ids, versions=versions, scored_at=np.asarray(times))
 
 
-@pytest.fixture
-def setup(rng):
+@pytest.fixture(params=[(0, 1.0), (3, 100.0)], ids=["keys-for-seed-0", "keys-for-seed-3-sampled-bound"])
+def setup(rng, request):
+    """The tests ask for seed 3: a store keyed for seed 3 reads its stored random keys, one keyed for
+    seed 0 computes them at query time. The second also guesses every bound from a 100% sample (the
+    guessed path); a 1% sample of a table this small is empty, so the first takes the full heap."""
     table = tricky_table(rng)
-    store = DuckDBStore()
+    store = DuckDBStore(random_seed=request.param[0])
+    store.sample_percent = request.param[1]
     assert store.add_predictions(table) == len(table)
     excluded_sel = ["item-0003", "item-0010", "item-0042"]
     excluded_lab = ["item-0005", "item-0060"]
@@ -99,3 +104,107 @@ def test_the_shortlist_is_the_most_uncertain_by_margin(setup, limit):
     want = reference_top_k(table, flt, excluded, "margin", limit)
     assert got.item_ids.tolist() == sorted(r.item_id for r in want)
     assert len(got) == min(limit, len(store.candidates(flt)))
+
+
+def test_random_keys_are_stored_at_ingestion_for_the_store_seed(rng):
+    table = tricky_table(rng)
+    store = DuckDBStore(random_seed=7)
+    store.add_predictions(table)
+    with store._cursor() as con:
+        rows = con.execute("SELECT item_id, random_key, random_seed FROM predictions").fetchall()
+        latest = con.execute("SELECT item_id, random_key FROM latest_predictions").fetchall()
+    want = dict(zip(table.item_ids, random_keys(table.item_ids, 7), strict=True))
+    assert all(key == want[item] and seed == 7 for item, key, seed in rows)
+    assert all(key == int(want[item], 16) for item, key in latest)  # the same MD5, as a number
+
+
+def test_rows_keyed_with_different_seeds_still_rank_by_the_asked_seed(rng):
+    """The seed changed between two ingestions (AL_SELECTION_SEED edited): old rows keep their keys."""
+    table = tricky_table(rng)
+    half = len(table) // 2
+    store = DuckDBStore(random_seed=3)
+    store.add_predictions(_rows(table, slice(0, half)))
+    store.random_seed = 0
+    store.add_predictions(_rows(table, slice(half, None)))
+    flt = CandidateFilter("m", "v1", T0 - 24 * HOUR, T0 + 24 * HOUR)
+    for seed in (0, 3, 5):
+        got = store.top_k(flt, "random", 40, seed=seed)
+        assert [r.item_id for r in got] == [r.item_id for r in reference_top_k(table, flt, set(), "random", 40, seed)]
+
+
+@pytest.mark.parametrize("strategy", RANKED_STRATEGIES)
+def test_exclusions_at_the_top_do_not_shrink_the_answer(rng, strategy):
+    """The bound is taken over k + (every excluded item) best keys: excluding the very best still
+    leaves exactly the next k."""
+    table = tricky_table(rng)
+    store = DuckDBStore()
+    store.add_predictions(table)
+    flt = CandidateFilter("m", "v1", T0 - 24 * HOUR, T0 + 24 * HOUR)
+    best = [r.item_id for r in reference_top_k(table, flt, set(), strategy, 25, seed=3)]
+    store.add_labels([Label(i, "c0", "e", "sha") for i in best[:20]])
+    got = store.top_k(flt, strategy, 5, seed=3)
+    assert [r.item_id for r in got] == best[20:25]
+    shortlist = store.candidates(flt, limit=5).item_ids.tolist()
+    want = [r.item_id for r in reference_top_k(table, flt, set(best[:20]), "margin", 5)]
+    assert shortlist == sorted(want)
+
+
+def test_each_prediction_lands_in_the_table_of_its_margin_band(setup):
+    store, table, _, _ = setup
+    with store._cursor() as con:
+        for band in range(sql.BANDS):
+            margins = [m for (m,) in con.execute(f"SELECT margin FROM {sql.band_table(band)}").fetchall()]
+            assert all(sql.band_of(m) == band for m in margins)
+        total = con.execute("SELECT count(*) FROM predictions").fetchall()[0][0]
+    assert total == len(table)
+    assert {sql.band_of(m) for m in margin(table.probabilities)} >= {0, sql.BANDS - 1}  # ties at 0 too
+
+
+def test_band_edges_are_exact_and_ordered():
+    assert [sql.band_of(m) for m in (1.0, 0.25, 0.2499, 4.0**-11, 0.0)] == [0, 0, 1, sql.BANDS - 2, sql.BANDS - 1]
+
+
+def _rows(table, part: slice):
+    return type(table)(
+        table.prediction_ids[part], table.item_ids[part], table.item_uris[part], table.model_name[part],
+        table.model_version[part], table.predicted_labels[part], table.scored_at[part],
+        table.probabilities[part])
+
+
+def test_the_labeled_set_holds_each_labeled_items_latest_embedding_whatever_arrives_first():
+    """Labels recorded before and after the predictions; a later scoring (any version) replaces the
+    embedding, one without an embedding does not; an item never embedded gets NaN."""
+    def batch(ids, versions, hours, vectors, prefix):
+        b = make_batch(np.full((len(ids), 3), 1 / 3), ids, versions=versions, prefix=prefix,
+                       scored_at=np.array([T0 + h * HOUR for h in hours]))
+        emb = None if vectors is None else np.asarray(vectors, dtype=np.float32)
+        return type(b)(*[getattr(b, f) for f in b.__slots__ if f != "embeddings"], embeddings=emb)
+
+    store = DuckDBStore()
+    store.add_labels([Label("a", "x", "e1", "s1")])  # labeled before any prediction
+    store.add_predictions(batch(["a", "b", "c"], ["v1"] * 3, [1, 1, 1], [[1, 0], [0, 1], [1, 1]], "p"))
+    store.add_labels([Label("b", "y", "e2", "s2"), Label("z", "y", "e2", "s2")])  # after; z never scored
+    store.add_predictions(batch(["a"], ["v2"], [2], [[0.5, 0.5]], "q"))  # newer, another version: wins
+    store.add_predictions(batch(["b"], ["v2"], [3], None, "r"))  # newer but without an embedding
+    store.add_predictions(batch(["a"], ["v1"], [0], [[9, 9]], "s"))  # older: ignored
+    got = store.labeled_set("m", "v2")
+    assert got.item_ids.tolist() == ["a", "b", "z"] and got.labels.tolist() == ["x", "y", "y"]
+    np.testing.assert_array_equal(got.embeddings[:2], [[0.5, 0.5], [0, 1]])
+    assert np.isnan(got.embeddings[2]).all()
+    assert store.labeled_set("other-model", "v2").embeddings is None
+
+
+def test_a_guessed_bound_too_tight_falls_back_to_the_exact_one(rng):
+    class TightGuess(DuckDBStore):
+        sample_percent = 100.0
+
+        def _guess_size(self, n: int) -> int:
+            return 1  # the best key only: fewer than n keys within it
+
+    table = tricky_table(rng)
+    flt = CandidateFilter("m", "v1", T0 - 24 * HOUR, T0 + 24 * HOUR)
+    for store in (TightGuess(), DuckDBStore()):
+        store.add_predictions(table)
+        for strategy in RANKED_STRATEGIES:
+            got = store.top_k(flt, strategy, 9, seed=3)
+            assert [r.item_id for r in got] == [r.item_id for r in reference_top_k(table, flt, set(), strategy, 9, 3)]
