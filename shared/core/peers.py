@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from shared.core import uncertainty
-from shared.core.strategies import BatchStrategy, register
+from shared.core.strategies import BatchPicker, BatchStrategy, register
 from shared.ports import CandidateSet, LabeledSet
 
 
@@ -65,10 +65,8 @@ def k_center_greedy(embeddings: np.ndarray, labeled_embeddings: np.ndarray, k: i
     farthest (Euclidean) from its nearest labeled or already chosen point."""
     x = np.asarray(embeddings, dtype=np.float64)
     k = min(k, len(x))
-    if len(labeled_embeddings):
-        d = np.sqrt(_sq_dists(x, labeled_embeddings).min(axis=1))
-    else:
-        d = np.full(len(x), np.inf)
+    has_ref = len(labeled_embeddings) > 0
+    d = np.sqrt(_sq_dists(x, labeled_embeddings).min(axis=1)) if has_ref else np.full(len(x), np.inf)
     chosen: list[int] = []
     for _ in range(k):
         d[chosen] = -1.0
@@ -170,6 +168,18 @@ def cluster_margin(proba: np.ndarray, embeddings: np.ndarray, k: int, rng: np.ra
     return np.asarray(chosen, dtype=np.int64)
 
 
+def _without_embeddings(pick: BatchPicker) -> BatchPicker:
+    """No embeddings logged: every peer degrades to margin order with pair capping."""
+    def wrapped(cands: CandidateSet, labeled: LabeledSet, k: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if cands.embeddings is None:
+            from shared.core.batch import PAIR_CAPPED_MARGIN
+
+            return PAIR_CAPPED_MARGIN.pick(cands, labeled, k, rng)
+        return pick(cands, labeled, k, rng)
+    return wrapped
+
+
 def _scores(cands: CandidateSet, idx: np.ndarray) -> np.ndarray:
     return 1.0 - uncertainty.margin(cands.probabilities[idx])
 
@@ -205,11 +215,12 @@ def _pick_cluster_margin(cands: CandidateSet, labeled: LabeledSet, k: int,
     return idx, _scores(cands, idx)
 
 
-BADGE = register(BatchStrategy("badge", _pick_badge, needs_embeddings=True,
+BADGE = register(BatchStrategy("badge", _without_embeddings(_pick_badge), needs_embeddings=True,
                                description="BADGE: k-means++ over last-layer gradient embeddings"))
-K_CENTER = register(BatchStrategy("k_center", _pick_k_center, needs_embeddings=True,
+K_CENTER = register(BatchStrategy("k_center", _without_embeddings(_pick_k_center), needs_embeddings=True,
                                   description="core-set k-center greedy over embeddings"))
-TYPICLUST = register(BatchStrategy("typiclust", _pick_typiclust, needs_embeddings=True,
+TYPICLUST = register(BatchStrategy("typiclust", _without_embeddings(_pick_typiclust), needs_embeddings=True,
                                    description="TypiClust: the most typical item of uncovered k-means clusters"))
-CLUSTER_MARGIN = register(BatchStrategy("cluster_margin", _pick_cluster_margin, needs_embeddings=True,
-                                        description="Cluster-Margin: round-robin over clusters of the 10k lowest margins"))
+CLUSTER_MARGIN = register(BatchStrategy(
+    "cluster_margin", _without_embeddings(_pick_cluster_margin), needs_embeddings=True,
+    description="Cluster-Margin: round-robin over clusters of the 10k lowest margins"))
