@@ -1,7 +1,7 @@
 """`make bench`: python -m bench [all|efficiency|selection|collector|labels|suite] [--sizes 1000000,10000000]
 
 Prints the figures the performance targets are judged by and writes runs/bench/figures-<which>.json.
-``suite`` (not part of ``all``: about N minutes on 2 cores) runs the strategy suite and writes
+``suite`` (not part of ``all``: about 10 minutes on 2 cores) runs the strategy suite and writes
 runs/bench/suite.json; ``--datasets``, ``--strategies``, ``--reuse`` narrow it.
 """
 
