@@ -183,7 +183,10 @@ def _pick_spaced_margin(cands: CandidateSet, labeled: LabeledSet, k: int,
                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     if cands.embeddings is None:  # no embeddings logged: degrade to diversity by class pair
         return _pick_pair_capped(cands, labeled, k, rng)
-    ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, cands.embeddings.shape[1]))
+    width = cands.embeddings.shape[1]
+    ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, width))
+    if ref.shape[1] != width:  # labels logged under another embedding (an older model): not comparable
+        ref = np.zeros((0, width))
     return spaced_margin(cands.probabilities, cands.embeddings, ref, cands.item_ids, k)
 
 

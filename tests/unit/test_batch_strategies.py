@@ -86,3 +86,16 @@ def test_spaced_margin_without_labels_is_margin_order_and_ignores_nan_rows():
     assert idx.tolist() == np.lexsort((ids, margin(p)))[:10].tolist()
     with_nan, _ = spaced_margin(p, emb, np.full((3, 30), np.nan), ids, 10)
     assert with_nan.tolist() == idx.tolist()
+
+
+def test_spaced_margin_ignores_labels_logged_under_another_embedding_width():
+    from shared.core.batch import SPACED_MARGIN
+    from shared.ports import CandidateSet, LabeledSet
+
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(3), size=8).astype(np.float32)
+    ids = np.array([f"c{n}" for n in range(8)])
+    cands = CandidateSet(ids, ids, p, rng.normal(size=(8, 4)).astype(np.float32))
+    old = LabeledSet(np.array(["l0", "l1"]), np.array(["a", "b"]), rng.normal(size=(2, 388)).astype(np.float32))
+    idx, _ = SPACED_MARGIN.pick(cands, old, 3, rng)
+    assert idx.tolist() == np.lexsort((ids, margin(p)))[:3].tolist()
