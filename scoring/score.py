@@ -9,7 +9,9 @@ to the monitoring client (``AL_COLLECTOR_URL``, function key ``AL_COLLECTOR_KEY`
 blocks or fails the request.
 
 Request: ``{"items": [{"item_id": "...", "data": "<base64>", "item_uri": "optional"}],
-"embeddings": false}``. Response: ``{"predictions": [{"item_id", "predicted_label", "probabilities"}]}``.
+"embeddings": true}``. Response: ``{"predictions": [{"item_id", "predicted_label", "probabilities"}]}``.
+Every logged result carries the model's compact embedding (64 floats, ``shared/model/embedding.py``)
+unless the request says ``"embeddings": false``: the default selection strategy needs it.
 An item without ``item_uri`` is logged with its bytes inline; the collector stores it content-addressed.
 """
 
@@ -133,4 +135,4 @@ def _parse(raw_data: str | bytes) -> tuple[list[str], list[str], list[bytes], bo
         ids.append(item["item_id"])
         uris.append(str(item.get("item_uri") or ""))
         blobs.append(data)
-    return ids, uris, blobs, bool(body.get("embeddings", False))
+    return ids, uris, blobs, bool(body.get("embeddings", True))

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{name}", type=int, default=None)
     s.add_argument("--test-size", type=int, default=None)
     s.add_argument("--val-size", type=int, default=None)
+    s.add_argument("--embedding-width", type=int, default=None,
+                   help="width of the embedding the model logs (default 64; 0: the whole feature vector)")
     s.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
     s.add_argument("--out", type=Path, default=Path("runs/latest"))
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -139,6 +141,10 @@ def simulate(args: argparse.Namespace) -> int:
     with console.status(f"loading {args.dataset} and computing features…"):
         dataset = load_dataset(args.dataset, seed=0)
         sizes = _sizes(args, dataset.name if args.dataset in PRESETS else "", len(dataset))
+        if args.embedding_width is not None:
+            if args.embedding_width < 0:
+                raise ActiveLearningError(f"--embedding-width must be 0 or more, got {args.embedding_width}")
+            sizes["embedding_width"] = args.embedding_width
         config = SimConfig(**sizes)  # type: ignore[arg-type]
         prepared = prepare(dataset, args.out / "work" / "shared-items")
     plan = Plan(strategies, tuple(range(args.seeds)), config, args.out / "work",

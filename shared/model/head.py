@@ -14,26 +14,40 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from shared.errors import TrainingError
+from shared.model.embedding import EMBEDDING_WIDTH, make_projection
 
 _UNSEEN_BIAS = -30.0  # softmax weight e^-30 relative: effectively zero probability
 
 
 @dataclass(frozen=True)
 class HeadWeights:
-    """The whole state of a head: (classes, features) weights and (classes,) biases."""
+    """The whole state of a head: (classes, features) weights, (classes,) biases, and the
+    (features, width) projection of the logged embedding (None: the model logs none of its own)."""
 
     coef: np.ndarray
     intercept: np.ndarray
+    projection: np.ndarray | None = None
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez(buf, coef=self.coef, intercept=self.intercept)
+        arrays = {"coef": self.coef, "intercept": self.intercept}
+        if self.projection is not None:
+            arrays["projection"] = self.projection
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HeadWeights:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return cls(z["coef"], z["intercept"])
+            return cls(z["coef"], z["intercept"], z["projection"] if "projection" in z.files else None)
+
+
+def _projection(dim: int, base: HeadWeights | None, width: int | None) -> np.ndarray | None:
+    """The base version's projection when it fits (embeddings stay comparable across versions),
+    else a new one of ``width`` (None or 0: no projection)."""
+    if base is not None and base.projection is not None and base.projection.shape[0] == dim:
+        return base.projection
+    return make_projection(dim, width) if width else None
 
 
 def train_head(
@@ -44,8 +58,10 @@ def train_head(
     base: HeadWeights | None = None,
     c: float = 100.0,
     max_iter: int = 300,
+    embedding_width: int | None = EMBEDDING_WIDTH,
 ) -> HeadWeights:
-    """Fit the head on ``features`` and class indices ``targets``; warm-start from ``base``."""
+    """Fit the head on ``features`` and class indices ``targets``; warm-start from ``base``, whose
+    embedding projection is kept (else one of ``embedding_width`` is made)."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets, dtype=np.int64)
     if len(x) != len(y) or len(x) == 0:
@@ -55,9 +71,10 @@ def train_head(
         raise TrainingError(f"class index out of range 0..{n_classes - 1}")
     coef = np.zeros((n_classes, x.shape[1]))
     intercept = np.full(n_classes, _UNSEEN_BIAS)
+    projection = _projection(x.shape[1], base, embedding_width)
     if len(present) == 1:  # one class: nothing to separate, predict it
         intercept[present[0]] = 0.0
-        return HeadWeights(coef.astype(np.float32), intercept.astype(np.float32))
+        return HeadWeights(coef.astype(np.float32), intercept.astype(np.float32), projection)
     model = LogisticRegression(C=c, max_iter=max_iter, warm_start=base is not None, tol=1e-4)
     # sklearn warm-starts multinomial fits from (classes, features) shaped weights
     if base is not None and base.coef.shape == coef.shape and len(present) > 2:
@@ -71,7 +88,7 @@ def train_head(
     else:
         coef[present] = model.coef_
         intercept[present] = model.intercept_
-    return HeadWeights(coef.astype(np.float32), intercept.astype(np.float32))
+    return HeadWeights(coef.astype(np.float32), intercept.astype(np.float32), projection)
 
 
 def predict_proba(weights: HeadWeights, features: np.ndarray) -> np.ndarray:
@@ -83,7 +100,8 @@ def predict_proba(weights: HeadWeights, features: np.ndarray) -> np.ndarray:
 
 
 def to_onnx(weights: HeadWeights) -> bytes:
-    """Convert with skl2onnx: input ``features`` (n, d) float32 -> ``probabilities`` (n, classes)."""
+    """Convert with skl2onnx: input ``features`` (n, d) float32 -> ``probabilities`` (n, classes),
+    plus ``embedding`` (n, width) = features @ projection when the head has a projection."""
     from skl2onnx import to_onnx as skl_to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -102,4 +120,11 @@ def to_onnx(weights: HeadWeights) -> bytes:
         options={id(model): {"zipmap": False}},
         target_opset=17,
     )
+    if weights.projection is not None:
+        from onnx import TensorProto, helper, numpy_helper
+
+        width = weights.projection.shape[1]
+        onx.graph.initializer.append(numpy_helper.from_array(weights.projection.astype(np.float32), "projection"))
+        onx.graph.node.append(helper.make_node("MatMul", ["features", "projection"], ["embedding"]))
+        onx.graph.output.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [None, width]))
     return onx.SerializeToString()

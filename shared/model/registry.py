@@ -22,10 +22,20 @@ class OnnxScorer:
         options.intra_op_num_threads = 1
         self._session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         self.class_names = class_names
+        self.has_embedding = "embedding" in {o.name for o in self._session.get_outputs()}
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         out = self._session.run(["probabilities"], {"features": np.asarray(features, np.float32)})
         return np.asarray(out[0], dtype=np.float32)
+
+    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, embedding): the model's compact embedding, or the features themselves for
+        a model without one (versions made before the projection existed)."""
+        x = np.asarray(features, np.float32)
+        if not self.has_embedding:
+            return self.predict_proba(x), x
+        proba, emb = self._session.run(["probabilities", "embedding"], {"features": x})
+        return np.asarray(proba, dtype=np.float32), np.asarray(emb, dtype=np.float32)
 
 
 class LocalModelRegistry:

@@ -25,11 +25,13 @@ def score_items(
     item_bytes: Sequence[bytes],
     *,
     scored_at: datetime,
-    embeddings: bool = False,
+    embeddings: bool = True,
 ) -> list[dict[str, object]]:
-    """Scoring-result records (the collector's payload schema) for a batch of items."""
+    """Scoring-result records (the collector's payload schema) for a batch of items; with
+    ``embeddings`` each carries the model's compact embedding (``shared/model/embedding.py``)."""
     features = featurizer.features(item_bytes)
-    proba = scorer.predict_proba(features).astype(np.float64)
+    proba, embedding = scorer.predict(features)
+    proba = proba.astype(np.float64)
     proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax sums can drift by ~1e-7
     classes = model.class_names
     predicted = proba.argmax(axis=1)
@@ -46,6 +48,6 @@ def score_items(
             "scored_at": stamp,
         }
         if embeddings:
-            record["embedding"] = features[i].tolist()
+            record["embedding"] = embedding[i].tolist()
         records.append(record)
     return records

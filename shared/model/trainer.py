@@ -9,6 +9,7 @@ import numpy as np
 
 from shared.core.records import ModelStatus, ModelVersion
 from shared.errors import TrainingError
+from shared.model.embedding import EMBEDDING_WIDTH
 from shared.model.head import HeadWeights, predict_proba, to_onnx, train_head
 from shared.model.items import Featurizer
 from shared.model.registry import LocalModelRegistry
@@ -35,6 +36,7 @@ class LocalTrainer:
         *,
         model_name: str,
         c: float = 100.0,
+        embedding_width: int | None = EMBEDDING_WIDTH,
     ) -> None:
         self._objects = objects
         self._registry = registry
@@ -42,6 +44,7 @@ class LocalTrainer:
         self._evaluation = evaluation
         self._model_name = model_name
         self._c = c
+        self._embedding_width = embedding_width
 
     def train(
         self, manifest: TrainingManifest, base: ModelVersion | None, *, metric: str = "accuracy"
@@ -56,7 +59,8 @@ class LocalTrainer:
         feats = self._featurizer.features([self._objects.read(u) for u in manifest.item_uris])
         targets = np.array([index[lb] for lb in manifest.labels])
         base_weights = self._registry.weights(base) if base is not None else None
-        weights = train_head(feats, targets, len(classes), base=base_weights, c=self._c)
+        weights = train_head(feats, targets, len(classes), base=base_weights, c=self._c,
+                             embedding_width=self._embedding_width)
         acc = self._accuracy(weights, classes)
         baseline = self._accuracy(base_weights, base.class_names) if base_weights is not None and base else None
         mv = ModelVersion(

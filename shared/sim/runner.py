@@ -20,6 +20,7 @@ import numpy as np
 from shared.adapters.duckdb_store import DuckDBStore
 from shared.adapters.local_objects import LocalFolderObjectStore
 from shared.core.records import SelectedItem, Selection
+from shared.model.embedding import EMBEDDING_WIDTH
 from shared.model.features import extract_features
 from shared.model.items import Featurizer, encode_png, encode_vector
 from shared.model.registry import LocalModelRegistry
@@ -45,7 +46,8 @@ class SimConfig:
     scored: int = 1000
     test_size: int = 2000
     val_size: int = 1000
-    embeddings: bool = True  # log feature vectors with each prediction (batch-aware strategies use them)
+    embeddings: bool = True  # log an embedding with each prediction (batch-aware strategies use them)
+    embedding_width: int = EMBEDDING_WIDTH  # the model's compact embedding; 0 logs the whole feature vector
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ def run_simulation(
 
     registry = LocalModelRegistry(objects)
     evaluation = EvaluationSet(prepared.features[val], tuple(names[prepared.targets[val]]))
-    trainer = LocalTrainer(objects, registry, featurizer, evaluation, model_name=MODEL_NAME)
+    trainer = LocalTrainer(objects, registry, featurizer, evaluation, model_name=MODEL_NAME,
+                           embedding_width=config.embedding_width or None)
     retrain = RetrainService(store, trainer, LocalDeployer(store), model_name=MODEL_NAME)
     classes = prepared.class_names
     labels = LabelService(store, model_name=MODEL_NAME, class_names=lambda: classes, retrain_threshold=1)

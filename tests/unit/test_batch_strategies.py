@@ -55,3 +55,47 @@ def test_pair_cap_spreads_the_batch_over_confusions():
     idx = pair_capped_margin(p, ids, 4, cap=2)
     assert sorted(idx.tolist()) == [0, 1, 6, 7]
     assert len(pair_capped_margin(p, ids, 8, cap=2)) == 8  # overflow fills the batch
+
+
+def test_spaced_margin_discounts_only_what_lies_closer_than_the_labels_own_spacing():
+    from shared.core.batch import labeled_spacing, spaced_margin
+
+    # labeled items on a circle 0.1 rad apart: spacing = 1 - cos(0.1)
+    angles = np.arange(0, 1.0, 0.1)
+    labeled = np.column_stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)])
+    assert np.isclose(labeled_spacing(labeled), 1 - np.cos(0.1))
+    p = np.array([[0.50, 0.50], [0.55, 0.45], [0.60, 0.40]])
+    emb = unit([[np.cos(0.01), np.sin(0.01), 0.0],  # most uncertain, but a near-twin of a label
+                [0.0, 0.0, 1.0],                        # far from everything
+                [0.0, 0.6, 0.8]])                       # far too, a little less uncertain
+    idx, _ = spaced_margin(p, emb, labeled, np.array(["a", "b", "c"]), 3)
+    assert idx.tolist() == [1, 2, 0]
+    # beyond the spacing distance adds nothing: the far items keep plain margin order
+    far, _ = spaced_margin(p[1:], emb[1:], labeled, np.array(["b", "c"]), 2)
+    assert far.tolist() == [0, 1]
+
+
+def test_spaced_margin_without_labels_is_margin_order_and_ignores_nan_rows():
+    from shared.core.batch import spaced_margin
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), size=30)
+    ids = np.array([f"i{n:02d}" for n in range(30)])
+    emb = np.eye(30)
+    idx, _ = spaced_margin(p, emb, np.zeros((0, 30)), ids, 10)
+    assert idx.tolist() == np.lexsort((ids, margin(p)))[:10].tolist()
+    with_nan, _ = spaced_margin(p, emb, np.full((3, 30), np.nan), ids, 10)
+    assert with_nan.tolist() == idx.tolist()
+
+
+def test_spaced_margin_ignores_labels_logged_under_another_embedding_width():
+    from shared.core.batch import SPACED_MARGIN
+    from shared.ports import CandidateSet, LabeledSet
+
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(3), size=8).astype(np.float32)
+    ids = np.array([f"c{n}" for n in range(8)])
+    cands = CandidateSet(ids, ids, p, rng.normal(size=(8, 4)).astype(np.float32))
+    old = LabeledSet(np.array(["l0", "l1"]), np.array(["a", "b"]), rng.normal(size=(2, 388)).astype(np.float32))
+    idx, _ = SPACED_MARGIN.pick(cands, old, 3, rng)
+    assert idx.tolist() == np.lexsort((ids, margin(p)))[:3].tolist()

@@ -56,3 +56,44 @@ def test_user_npz_with_features(tmp_path):
     np.savez(path, images=np.zeros((4, 8, 8), np.float32), labels=np.arange(4))
     with pytest.raises(DatasetError, match="uint8"):
         load_dataset(str(path))
+
+
+def test_the_model_emits_a_compact_embedding_that_stays_put_across_versions(rng):
+    from shared.model.embedding import EMBEDDING_WIDTH, make_projection
+    from shared.model.head import HeadWeights
+
+    x = rng.normal(size=(80, 100)).astype(np.float32)
+    y = x[:, :3].argmax(axis=1)
+    w = train_head(x, y, 3)
+    assert w.projection is not None and w.projection.shape == (100, EMBEDDING_WIDTH)
+    warm = train_head(x, y, 3, base=HeadWeights.from_bytes(w.to_bytes()))
+    assert np.array_equal(warm.projection, w.projection)  # carried forward: old embeddings stay comparable
+    session = ort.InferenceSession(to_onnx(warm), providers=["CPUExecutionProvider"])
+    proba, emb = session.run(["probabilities", "embedding"], {"features": x})
+    np.testing.assert_allclose(emb, x @ w.projection, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(proba, predict_proba(warm, x), atol=1e-5)
+    small = make_projection(10)  # fewer features than the width: an exact isometry
+    np.testing.assert_allclose(small @ small.T, np.eye(10), atol=1e-5)
+    bare = train_head(x, y, 3, embedding_width=None)
+    assert bare.projection is None
+    assert "embedding" not in {o.name for o in ort.InferenceSession(to_onnx(bare)).get_outputs()}
+
+
+def test_scoring_logs_the_compact_embedding_by_default(rng):
+    from datetime import UTC, datetime
+
+    from shared.core.records import ModelVersion
+    from shared.model.embedding import EMBEDDING_WIDTH
+    from shared.model.items import Featurizer, encode_png
+    from shared.model.registry import OnnxScorer
+    from shared.model.scoring import score_items
+
+    images = render_glyphs67(1, seed=3)[0][:6]
+    x = extract_features(images)
+    w = train_head(x, np.arange(6) % 3, 3)
+    scorer = OnnxScorer(to_onnx(w), ("a", "b", "c"))
+    records = score_items(scorer, Featurizer(), ModelVersion("m", "1", ("a", "b", "c")), [f"i{i}" for i in range(6)],
+                          [""] * 6, [encode_png(im) for im in images], scored_at=datetime.now(UTC))
+    emb = np.asarray([r["embedding"] for r in records])
+    assert emb.shape == (6, EMBEDDING_WIDTH)
+    np.testing.assert_allclose(emb, x @ w.projection, atol=1e-5)

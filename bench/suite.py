@@ -1,0 +1,146 @@
+"""The strategy suite: ``al simulate`` with the CLI's defaults for each data set's size, 3 seeds,
+the default strategy against the published ones, on five data sets of different character
+(bench/suite_data.py). Prints one table and writes ``runs/bench/suite.json`` (the issue's schema)
+and ``runs/bench/suite-details.json`` (plus the lowest gap at any round, wall times, verdicts).
+
+Each data set's curves are kept per strategy under ``runs/bench/suite/<data set>/<strategy>.json``;
+``--reuse`` takes them from there instead of running again (the loop is deterministic per seed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shared.cli import main as al
+from shared.settings import Settings
+from shared.sim.report import Curve
+
+DATASETS = ("glyphs67", "digits", "photos17", "glyphs67_ocr", "blobs10_noisy")
+# The single strategies the default is judged against (the issue's list), then references.
+SINGLES = ("least_confidence", "margin", "entropy", "badge", "k_center", "typiclust", "cluster_margin")
+REFERENCES = ("distance_margin", "random")
+
+
+def _curve(name: str, entry: dict) -> Curve:
+    return Curve(name, list(entry["labels"]), np.asarray(entry["accuracy"]["per_seed"], dtype=float))
+
+
+def figures(c: Curve, random: Curve) -> dict[str, float | int | None]:
+    """AULC, mean gain over random (rounds 1..n), labels to random's final, min gap from round 3;
+    accuracy points (0-100)."""
+    gap = (c.mean - random.mean) * 100
+    return {"aulc": round(c.aulc() * 100, 2), "gain": round(float(gap[1:].mean()), 2),
+            "labels_to_random_final": c.labels_to_reach(float(random.mean[-1])),
+            "min_gap_from_round3": round(float(gap[3:].min()), 2),
+            "min_gap_any_round": round(float(gap.min()), 2)}
+
+
+def run_dataset(name: str, spec: str, strategies: list[str], seeds: int, out: Path, reuse: bool,
+                workers: int | None) -> tuple[dict[str, Curve], dict[str, int], float]:
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in strategies if not (reuse and (folder / f"{s}.json").exists())]
+    if "random" not in strategies:
+        raise SystemExit("the suite needs random (gains are measured against it)")
+    wall = 0.0
+    if todo:
+        run_dir = folder / f"run-{os.getpid()}"
+        argv = ["simulate", "--dataset", spec, "--strategies", ",".join(todo), "--seeds", str(seeds),
+                "--default-strategy", todo[0], "--out", str(run_dir), "--quiet"]
+        if workers:
+            argv += ["--workers", str(workers)]
+        t0 = time.perf_counter()
+        if al(argv) != 0:
+            raise SystemExit(f"al simulate failed on {name}")
+        wall = time.perf_counter() - t0
+        summary = json.loads((run_dir / "summary.json").read_text())
+        for s, entry in summary["strategies"].items():
+            (folder / f"{s}.json").write_text(json.dumps({"labels": entry["labels"], "accuracy": entry["accuracy"],
+                                                         "wall_seconds": round(wall, 1)}))
+    meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").exists() else {}
+    if not meta:
+        from shared.sim.datasets import load_dataset
+
+        d = load_dataset(spec, seed=0)
+        meta = {"n_items": len(d), "n_classes": len(d.class_names)}
+        (folder / "meta.json").write_text(json.dumps(meta))
+    curves = {s: _curve(s, json.loads((folder / f"{s}.json").read_text())) for s in strategies}
+    return curves, meta, wall
+
+
+def main(*, datasets: tuple[str, ...] = DATASETS, strategies: tuple[str, ...] | None = None, seeds: int = 3,
+         out: Path = Path("runs/bench"), reuse: bool = False, workers: int | None = None) -> dict:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from bench.suite_data import build
+
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # inherited by the forked workers
+    default = Settings.model_fields["strategy"].default
+    names = list(strategies) if strategies else [default, *SINGLES, *REFERENCES]
+    names = list(dict.fromkeys(n for n in names))
+    specs = {"glyphs67": "glyphs67", "digits": "digits"} | {k: str(v) for k, v in build(out / "data").items()}
+    result: dict = {"default_strategy": default, "seeds": seeds, "datasets": {}}
+    t_all = time.perf_counter()
+    for name in datasets:
+        curves, meta, wall = run_dataset(name, specs[name], names, seeds, out / "suite", reuse, workers)
+        random = curves["random"]
+        table = {s: figures(c, random) for s, c in curves.items()}
+        result["datasets"][name] = {**meta, "random_final_labels": random.labels[-1], "wall_seconds": round(wall, 1),
+                                    "strategies": table}
+        _print(name, meta, table, default, wall)
+    result["wall_seconds"] = round(time.perf_counter() - t_all, 1)
+    _check(result)
+    (out / "suite.json").write_text(json.dumps(_as_specified(result), indent=2) + "\n")
+    (out / "suite-details.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"suite written to {out / 'suite.json'} (details: suite-details.json) in {result['wall_seconds']:.0f}s")
+    return result
+
+
+def _as_specified(result: dict) -> dict:
+    """suite.json in the issue's schema, no more: the lowest gap at any round, wall times and the
+    target verdicts go to suite-details.json."""
+    keep = ("aulc", "gain", "labels_to_random_final", "min_gap_from_round3")
+    return {"default_strategy": result["default_strategy"], "datasets": {
+        name: {"n_items": d["n_items"], "n_classes": d["n_classes"],
+               "strategies": {s: {k: f[k] for k in keep} for s, f in d["strategies"].items()}}
+        for name, d in result["datasets"].items()}}
+
+
+def _print(name: str, meta: dict, table: dict, default: str, wall: float) -> None:
+    print(f"\n{name}: {meta['n_items']} items, {meta['n_classes']} classes"
+          + (f" ({wall:.0f}s)" if wall else " (reused)"))
+    print(f"  {'strategy':<18} {'AULC':>6} {'gain':>6} {'labels→rnd final':>17} {'min gap r3+':>11} {'min gap':>8}")
+    for s, f in sorted(table.items(), key=lambda kv: -kv[1]["aulc"]):
+        mark = "*" if s == default else " "
+        reach = f["labels_to_random_final"] if f["labels_to_random_final"] is not None else "never"
+        print(f" {mark}{s:<18} {f['aulc']:6.2f} {f['gain']:+6.2f} {reach!s:>17} {f['min_gap_from_round3']:+11.2f} "
+              f"{f['min_gap_any_round']:+8.2f}")
+
+
+def _check(result: dict) -> None:
+    """The issue's targets, judged and printed (not raised: the numbers are the report)."""
+    default = result["default_strategy"]
+    verdicts = []
+    for name, d in result["datasets"].items():
+        t = d["strategies"]
+        if default not in t:
+            continue
+        best = max((s for s in SINGLES if s in t), key=lambda s: t[s]["aulc"])
+        short = t[default]["aulc"] - t[best]["aulc"]
+        floor = t[default]["min_gap_any_round"]
+        verdicts.append(f"{name}: AULC {short:+.2f} vs best single ({best}) {'ok' if short >= -0.3 else 'MISS'}; "
+                        f"lowest gap to random {floor:+.2f} {'ok' if floor >= -1.0 else 'MISS'}")
+        if name == "glyphs67":
+            gain, reach, last = t[default]["gain"], t[default]["labels_to_random_final"], d["random_final_labels"]
+            share = f"{reach / last:.0%}" if reach else "never"
+            verdicts.append(f"glyphs67: gain {gain:+.2f} ({'ok' if gain >= 5 else 'MISS'}); random's final with "
+                            f"{reach} of {last} labels = {share} ({'ok' if reach and reach <= 0.6 * last else 'MISS'})")
+    result["targets"] = verdicts
+    print("\ntargets:\n  " + "\n  ".join(verdicts))

@@ -1,0 +1,124 @@
+"""The extra data sets of the strategy suite, built from data shipped inside PyPI packages or
+rendered by the project (nothing is downloaded at run time), written once as ``.npz`` files that
+``al simulate --dataset <file>.npz`` reads like a user's own data.
+
+- ``photos17``: real photographs. 64×64 grey patches cut at random from the 17 photographs bundled
+  with scikit-image and scikit-learn; the class is the photograph. Texture and scene statistics,
+  no shapes to lean on.
+- ``glyphs67_ocr``: pretrained-network features. glyphs67 images (60 per class, another seed)
+  through the PP-OCRv4 text recogniser shipped inside the ``rapidocr_onnxruntime`` wheel: the
+  sequence features before its CTC classifier, mean-pooled (dense, not unit length). Made once by
+  ``python -m bench.suite_data --ocr`` and committed (``bench/sets/glyphs67_ocr.npz``): the wheel is
+  only needed to remake it.
+- ``blobs10_noisy``: tabular. scikit-learn's ``make_classification``: 10 classes of two clusters
+  each in 32 dimensions, 5 % of labels flipped at random (label noise no query can fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "sets"
+OCR_FILE = DATA / "glyphs67_ocr.npz"
+
+_SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "gravel",
+                   "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text")
+_SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 3:
+        img = img[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def photos17(per_class: int = 240, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from skimage import data as skdata
+    from sklearn.datasets import load_sample_image
+
+    photos = [(n, _grey(getattr(skdata, n)())) for n in _SKIMAGE_PHOTOS]
+    photos += [(n.split(".")[0], _grey(load_sample_image(n))) for n in _SKLEARN_PHOTOS]
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c, (_, img) in enumerate(photos):
+        h, w = img.shape
+        for _ in range(per_class):
+            y, x = int(rng.integers(h - size)), int(rng.integers(w - size))
+            images.append(img[y : y + size, x : x + size])
+            labels.append(c)
+    order = rng.permutation(len(labels))
+    return np.stack(images)[order], np.asarray(labels)[order], [n for n, _ in photos]
+
+
+def blobs10_noisy(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=n, n_features=32, n_informative=16, n_redundant=8,
+                               n_classes=10, n_clusters_per_class=2, flip_y=0.05, class_sep=1.5,
+                               random_state=seed)
+    return x.astype(np.float32), y
+
+
+def ocr_features(images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """PP-OCRv4 recogniser features: 48×48 dark-on-light input, the (time, channels) sequence
+    before the CTC classifier, mean over time."""
+    import onnx
+    import onnxruntime as ort
+
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pip install --no-deps rapidocr_onnxruntime (only to remake the .npz)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+    model = onnx.load(str(path))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("transpose_51.tmp_0", onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    from skimage.transform import resize
+
+    out = []
+    for i in range(0, len(images), batch):
+        chunk = np.stack([resize(255 - im, (48, 48), preserve_range=True) for im in images[i : i + batch]])
+        x = ((chunk / 255.0 - 0.5) / 0.5).astype(np.float32)
+        x = np.repeat(x[:, None], 3, axis=1)
+        feats = session.run(["transpose_51.tmp_0"], {"x": x})[0]
+        out.append(feats.mean(axis=1))
+    return np.concatenate(out).astype(np.float32)
+
+
+def build(out: Path, *, ocr: bool = False) -> dict[str, Path]:
+    """Write the extra sets into ``out`` (the committed OCR features are copied, or remade with
+    ``ocr``); return {name: path}."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    p = out / "photos17.npz"
+    if not p.exists():
+        images, labels, names = photos17()
+        np.savez_compressed(p, images=images, labels=np.asarray(names)[labels])
+    paths["photos17"] = p
+    p = out / "blobs10_noisy.npz"
+    if not p.exists():
+        x, y = blobs10_noisy()
+        np.savez_compressed(p, features=x, labels=np.asarray([f"class_{v}" for v in y]))
+    paths["blobs10_noisy"] = p
+    if ocr or not OCR_FILE.exists():
+        from shared.sim.glyphs import GLYPH_CLASSES, render_glyphs67
+
+        images, labels = render_glyphs67(60, seed=1)
+        DATA.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(OCR_FILE, features=ocr_features(images).astype(np.float16),
+                            labels=np.asarray(GLYPH_CLASSES)[labels])
+    paths["glyphs67_ocr"] = OCR_FILE
+    return paths
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(prog="python -m bench.suite_data", description=__doc__.split("\n")[0])
+    ap.add_argument("--ocr", action="store_true", help="remake bench/sets/glyphs67_ocr.npz from the ONNX model")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/data"))
+    for name, path in build(ap.parse_args().out, ocr=ap.parse_args().ocr).items():
+        print(name, path)
