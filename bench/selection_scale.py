@@ -1,6 +1,7 @@
 """Selection at scale in the DuckDB store: 1M and 10M stored predictions of 67 classes.
 
-For every strategy (the four ranked ones, the default ``distance_margin`` and ``pair_capped_margin``)
+For every strategy (the four ranked ones, the default ``spaced_margin``, ``distance_margin`` and
+``pair_capped_margin``)
 and every size, two figures, each measured in a fresh process so that its peak memory (VmHWM) is its
 own:
 - **top_k**: the best 1,000 candidates by the strategy, without the service. Ranked strategies: the
@@ -38,7 +39,7 @@ ITEM_FILES = 1000  # item URIs cycle over this many real files, so hand-off copi
 TOP_K = 1000
 BATCH = 100
 RANKED = ("least_confidence", "margin", "entropy", "random")
-BATCH_AWARE = ("distance_margin", "pair_capped_margin")
+BATCH_AWARE = ("spaced_margin", "distance_margin", "pair_capped_margin")
 STRATEGIES = (*RANKED, *BATCH_AWARE)
 SEED = 1  # the selection seed: the store keeps random keys for it, the service asks for it
 ROOT = Path("runs/bench")
@@ -56,7 +57,10 @@ def cache_path(n: int, dim: int) -> Path:
     """A data set's file, named by what it holds and by the schema that wrote it."""
     from shared.core import sql
 
-    tag = hashlib.sha256((sql.SCHEMA + sql.STAGE_NEW_ROWS + BUILDER_VERSION).encode()).hexdigest()[:10]
+    # The rows name their items by file:// URI under ROOT: a checkout elsewhere builds its own set (the
+    # selector refuses to copy from outside its object store).
+    tag = hashlib.sha256((sql.SCHEMA + sql.STAGE_NEW_ROWS + BUILDER_VERSION + str(ROOT.resolve())).encode()
+                         ).hexdigest()[:10]
     return ROOT / "cache" / f"predictions-{n}-d{dim}-{tag}.duckdb"
 
 
