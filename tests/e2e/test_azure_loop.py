@@ -109,7 +109,7 @@ class Loop:
         conn = self.azurite.connection_string
         return {
             "AL_BACKEND": "azure", "AL_STAGES": stage, "AL_DATA_DIR": str(self.data_dirs[stage]),
-            "AL_MODEL_NAME": MODEL, "AL_STRATEGY": "margin", "AL_BATCH_SIZE": str(BATCH),
+            "AL_MODEL_NAME": MODEL, "AL_BATCH_SIZE": str(BATCH),  # the default strategy (embeddings logged)
             "AL_RETRAIN_THRESHOLD": str(BATCH), "AL_WINDOW_HOURS": "24", "AL_GATE_TOLERANCE": "0.1",
             "AL_STORAGE_CONNECTION_STRING": conn, "AL_STORAGE": conn, "AL_EXPORTS_STORAGE": conn,
             "AzureWebJobsStorage": conn,
