@@ -52,6 +52,16 @@ def azurite():
         yield az
 
 
+@pytest.fixture(scope="module")
+def adx(azurite):
+    """The Azure Data Explorer stand-in (the Kusto REST API the real clients speak, the shipped KQL run
+    by duckdb-kql) on loopback, fresh for each test module."""
+    from tests.support.adx_standin import AdxStandIn
+
+    with AdxStandIn(azurite) as standin:
+        yield standin
+
+
 # --- selector_timer ---
 @pytest.fixture(scope="session")
 def kusto():

@@ -58,6 +58,17 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
+def _unit_inputs(embeddings: np.ndarray, labeled_embeddings: np.ndarray,
+                 item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit-norm candidate rows, unit-norm labeled rows (NaN rows dropped), and each candidate's rank
+    by item id (the tie-break)."""
+    emb = _unit_rows(np.asarray(embeddings, dtype=np.float64))
+    ref = np.asarray(labeled_embeddings, dtype=np.float64)
+    ref = _unit_rows(ref[~np.isnan(ref).any(axis=1)]) if ref.size else ref.reshape(0, emb.shape[1])
+    tiebreak = np.argsort(np.argsort(np.asarray(item_ids, dtype=str), kind="stable"), kind="stable")
+    return emb, ref, tiebreak
+
+
 def distance_weighted_margin(
     proba: np.ndarray,
     embeddings: np.ndarray,
@@ -81,11 +92,8 @@ def distance_weighted_margin(
     n = len(proba)
     k = min(k, n)
     uncertainty_ = 1.0 - uncertainty.margin(proba)
-    emb = _unit_rows(np.asarray(embeddings, dtype=np.float64))
-    ref = np.asarray(labeled_embeddings, dtype=np.float64)
-    ref = _unit_rows(ref[~np.isnan(ref).any(axis=1)]) if ref.size else ref.reshape(0, emb.shape[1])
+    emb, ref, tiebreak = _unit_inputs(embeddings, labeled_embeddings, item_ids)
     d = np.ones(n) if len(ref) == 0 else nearest_distance(emb, ref)
-    tiebreak = np.argsort(np.argsort(np.asarray(item_ids, dtype=str), kind="stable"), kind="stable")
     if not greedy:
         score = uncertainty_ * d**gamma
         order = np.lexsort((tiebreak, -score))[:k]
@@ -191,13 +199,10 @@ def spaced_margin(
     n = len(proba)
     k = min(k, n)
     unc = 1.0 - uncertainty.margin(proba)
-    emb = _unit_rows(np.asarray(embeddings, dtype=np.float64))
-    ref = np.asarray(labeled_embeddings, dtype=np.float64)
-    ref = _unit_rows(ref[~np.isnan(ref).any(axis=1)]) if ref.size else ref.reshape(0, emb.shape[1])
+    emb, ref, tiebreak = _unit_inputs(embeddings, labeled_embeddings, item_ids)
     spacing = labeled_spacing(ref) if len(ref) >= 2 else labeled_spacing(emb)
     spacing = max(spacing, 1e-9)
     d = nearest_distance(emb, ref) if len(ref) else np.full(n, 2.0)
-    tiebreak = np.argsort(np.argsort(np.asarray(item_ids, dtype=str), kind="stable"), kind="stable")
     return lazy_greedy(unc, d, emb, tiebreak, k, lambda dist: np.minimum(1.0, dist / spacing))
 
 

@@ -142,14 +142,6 @@ class FakeGitHub:
         return WorkflowRun(55, "api", "https://example.invalid/runs/55")
 
 
-@pytest.fixture(scope="module")
-def adx(azurite):
-    from tests.support.adx_standin import AdxStandIn
-
-    with AdxStandIn(azurite) as standin:
-        yield standin
-
-
 @pytest.fixture
 def azure_ports(azurite, adx, tmp_path):
     """The dispatch stage's neighbours on their Azure adapters: ADX (the stand-in) and Blob (Azurite)."""

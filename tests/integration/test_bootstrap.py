@@ -69,14 +69,6 @@ def workspace() -> EmptyWorkspace:
     return EmptyWorkspace()
 
 
-@pytest.fixture(scope="module")
-def adx(azurite):
-    from tests.support.adx_standin import AdxStandIn
-
-    with AdxStandIn(azurite) as standin:
-        yield standin
-
-
 def model_dir(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir(parents=True)

@@ -54,14 +54,6 @@ def test_the_app_indexes_the_label_functions_with_their_bindings():
         assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, [method], "ADMIN")
 
 
-@pytest.fixture(scope="module")
-def adx(azurite):
-    from tests.support.adx_standin import AdxStandIn
-
-    with AdxStandIn(azurite) as standin:
-        yield standin
-
-
 @pytest.fixture
 def app(azurite, adx):
     """The stage's functions from a freshly indexed app on the Azure backend: Azurite (unique

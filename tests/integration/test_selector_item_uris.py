@@ -101,14 +101,6 @@ def blob_service(azurite):
     return BlobServiceClient.from_connection_string(azurite.connection_string)
 
 
-@pytest.fixture(scope="module")
-def adx(azurite):
-    from tests.support.adx_standin import AdxStandIn
-
-    with AdxStandIn(azurite) as standin:
-        yield standin
-
-
 def test_in_azure_only_the_storage_accounts_are_fetched_from(blob_service, adx):
     """Azure backend: ADX (the stand-in) holds the old rows, Blob (Azurite) the items; only the account's own
     endpoint and AL_ALLOWED_ITEM_HOSTS over https are fetched from."""

@@ -101,14 +101,6 @@ def blob_service(azurite):
     return BlobServiceClient.from_connection_string(azurite.connection_string)
 
 
-@pytest.fixture(scope="module")
-def adx(azurite):
-    from tests.support.adx_standin import AdxStandIn
-
-    with AdxStandIn(azurite) as standin:
-        yield standin
-
-
 @pytest.fixture
 def world(blob_service, adx):
     return World(blob_service, adx)

@@ -30,14 +30,6 @@ class Token:
         return AccessToken("t", int(time.time()) + 3600)
 
 
-@pytest.fixture(scope="module")
-def adx(azurite):
-    from tests.support.adx_standin import AdxStandIn
-
-    with AdxStandIn(azurite) as standin:
-        yield standin
-
-
 @pytest.fixture(params=["duckdb", "adx"])
 def store(request, adx):
     if request.param == "duckdb":
