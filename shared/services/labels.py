@@ -188,13 +188,20 @@ def report_name(name: str) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A storage error worth retrying: no connection, a timeout, a 5xx, 408 or 429."""
+    """A storage or store error worth retrying: no connection, a timeout, a 5xx, 408 or 429 (from Blob
+    Storage through azure-core, or from ADX through the Kusto client)."""
     if isinstance(exc, TimeoutError | ConnectionError):
         return True
     try:
         from azure.core import exceptions as az
+        from azure.kusto.data import exceptions as kusto
     except ImportError:  # the embedded loop may run without the Azure SDK
         return False
+    if isinstance(exc, kusto.KustoNetworkError | kusto.KustoThrottlingError):  # ADX (the Azure store)
+        return True
+    if isinstance(exc, kusto.KustoServiceError):
+        status = getattr(exc.http_response, "status_code", None) or getattr(exc.http_response, "status", None)
+        return status is None or status >= 500 or status in (408, 429)
     if isinstance(exc, az.ServiceRequestError | az.ServiceResponseError):  # incl. their timeouts
         return True
     if isinstance(exc, az.HttpResponseError):

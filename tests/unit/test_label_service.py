@@ -307,3 +307,19 @@ def test_when_even_quarantine_fails_the_error_is_raised_for_the_host_to_retry(lo
     with pytest.raises(RuntimeError, match="could not be quarantined") as info:
         intake.process("exports", "e.csv", write_csv_export([(url("i0"), "cat")]))
     assert isinstance(info.value.__cause__, ServiceResponseError) and len(sleeps) == 2
+
+
+def test_an_unreachable_or_overloaded_adx_is_transient_a_refusal_is_not():
+    import requests
+    from azure.kusto.data.exceptions import KustoServiceError, KustoThrottlingError
+
+    from shared.services.labels import is_transient
+
+    def answered(status: int) -> KustoServiceError:
+        response = requests.Response()
+        response.status_code = status
+        return KustoServiceError("ADX said no", response)
+
+    assert is_transient(answered(503)) and is_transient(answered(429)) and is_transient(KustoThrottlingError())
+    assert is_transient(KustoServiceError("no answer"))  # no HTTP answer at all
+    assert not is_transient(answered(400)) and not is_transient(answered(403))
