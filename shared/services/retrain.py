@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -267,10 +267,19 @@ class AzureActivities(_Recording):
         return {**self._prepared(manifest, cid), "metric": self._metric, "manifest_uri": uri, "data_asset": asset}
 
     def start_training(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Dispatch the workflow, once per correlation id. An activity runs at least once: a host that
+        dies after the dispatch but before its result is in the history runs it again, so a run
+        already named with this correlation id is taken instead of dispatching a second training."""
         prepared = payload["prepared"]
-        inputs = workflow_inputs(prepared, model_name=self._model_name, metric=self._metric)
-        run = self._github.dispatch_workflow(self._workflow, ref=self._ref, inputs=inputs,
-                                             correlation_id=prepared["correlation_id"])
+        cid = prepared["correlation_id"]
+        since = datetime.now(UTC) - timedelta(days=1)
+        run = self._github.find_run(self._workflow, cid, since=since)
+        if run is None:
+            inputs = workflow_inputs(prepared, model_name=self._model_name, metric=self._metric)
+            run = self._github.dispatch_workflow(self._workflow, ref=self._ref, inputs=inputs, correlation_id=cid)
+        else:
+            log.warning("retrain %s: the workflow run %s was already dispatched; not dispatching again", cid,
+                        run.run_id)
         return {"run_id": run.run_id, "url": run.html_url}
 
     def run_status(self, payload: dict[str, Any]) -> dict[str, Any]:

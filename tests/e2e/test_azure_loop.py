@@ -187,8 +187,11 @@ class Loop:
         killed = False
         while time.monotonic() < deadline:
             if kill_mid_way and not killed and len(self.github.dispatches) >= round_no:
-                # The workflow run is under way: the orchestrator waits on it with durable timers.
+                # GitHub has the run, but holds its answer: the host dies inside the dispatch activity,
+                # before its result is in the history, so the restarted host runs the activity again
+                # (Durable's at-least-once) — and must not start a second training.
                 self.hosts["github_dispatch"].kill()  # SIGKILL: no chance to tidy up
+                self.github.dispatch_delay = 0.0
                 self.start("github_dispatch")
                 killed = True
             st = self.retrain_status()
@@ -306,6 +309,8 @@ def test_three_rounds_of_the_azure_loop_across_four_processes(loop):
         if r == 1:
             faults["export_event_delivered_twice"] = "survived" if recorded == BATCH else "failed"
 
+        if r == 2:
+            loop.github.dispatch_delay = 5.0
         output = loop.wait_for_training(r, kill_mid_way=(r == 2))
         if r == 2:
             faults["dispatch_killed_mid_orchestration"] = "survived" if len(loop.github.dispatches) == 2 else "failed"

@@ -141,6 +141,10 @@ class FakeGitHub:
         self.dispatched.append({"workflow": workflow, "ref": ref, "inputs": dict(inputs), "cid": correlation_id})
         return WorkflowRun(55, "api", "https://example.invalid/runs/55")
 
+    def find_run(self, workflow, correlation_id, *, since):
+        found = [d for d in self.dispatched if d["cid"] == correlation_id]
+        return WorkflowRun(55, "api", "https://example.invalid/runs/55") if found else None
+
 
 @pytest.fixture
 def azure_ports(azurite, adx, tmp_path):
@@ -175,7 +179,9 @@ def test_azure_activities_write_the_manifest_register_it_and_dispatch(azure_port
     assert lines[0] == {"image_url": "azureml://datastores/items/paths/i0.png", "label": "a", "item_id": "i0"}
     run = acts.start_training({"correlation_id": "cid1", "prepared": prepared})
     assert run == {"run_id": 55, "url": "https://example.invalid/runs/55"}
-    (sent,) = github.dispatched
+    again = acts.start_training({"correlation_id": "cid1", "prepared": prepared})  # an activity re-run
+    assert again == run
+    (sent,) = github.dispatched  # dispatched once
     assert tuple(sent["inputs"]) == WORKFLOW_INPUTS and sent["inputs"]["base_model_version"] == "6"
     assert json.loads(sent["inputs"]["class_names"]) == ["a", "b"]
 

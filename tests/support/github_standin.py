@@ -40,6 +40,9 @@ class GitHubStandIn:
         self._token = token
         self._datastores = datastores  # Azure ML datastore -> container
         self._run_seconds = run_seconds
+        # Seconds a dispatch's answer is held after the run exists: a caller killed meanwhile never
+        # learns of its run (what a host dying mid-activity looks like to GitHub).
+        self.dispatch_delay = 0.0
         self._ids = itertools.count(1001)
         self._lock = threading.Lock()
         self.runs: dict[int, dict[str, Any]] = {}
@@ -108,6 +111,8 @@ class GitHubStandIn:
         thread = threading.Thread(target=self._run, args=(run,), daemon=True)
         self._threads.append(thread)
         thread.start()
+        if self.dispatch_delay:
+            threading.Event().wait(self.dispatch_delay)
         html = f"https://github.invalid/{self._repo}/actions/runs/{run_id}"
         return _json({"workflow_run_id": run_id, "run_url": f"{self.url}/repos/{self._repo}/actions/runs/{run_id}",
                       "html_url": html}, 200)
