@@ -123,13 +123,15 @@ def lazy_greedy(
     heapq.heapify(heap)
     chosen: list[int] = []
     scores: list[float] = []
+    picked = np.empty((k, emb.shape[1]), dtype=emb.dtype)  # the picks' rows, in order (views, no copies)
     while len(chosen) < k and heap:
         neg, tb, i, seen = heapq.heappop(heap)
         if seen < len(chosen):  # stale: catch up with the picks made since it was scored
-            newer = emb[chosen[seen:]] @ emb[i]
-            d[i] = min(d[i], float(np.clip(1.0 - newer, 0.0, 2.0).min()))
+            nearest = float((picked[seen : len(chosen)] @ emb[i]).max())
+            d[i] = min(d[i], min(max(1.0 - nearest, 0.0), 2.0))
             heapq.heappush(heap, (-float(base[i] * weight(d[i : i + 1])[0]), tb, i, len(chosen)))
             continue
+        picked[len(chosen)] = emb[i]
         chosen.append(i)
         scores.append(-neg)
     return np.asarray(chosen, dtype=np.int64), np.asarray(scores)
