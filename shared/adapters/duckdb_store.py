@@ -110,21 +110,13 @@ class DuckDBStore:
         )
         with self._cursor() as con:
             before = _scalar(con, "SELECT count(*) FROM predictions")
-            con.register("staged", staged)
-            con.execute("BEGIN")
-            try:
+            with _registered(con, "staged", staged), _transaction(con):
                 con.execute(sql.STAGE_NEW_ROWS, {"seed": self.random_seed})
                 for (band,) in con.execute(sql.BANDS_PRESENT).fetchall():
                     con.execute(sql.insert_band(band))
                 con.execute(sql.UPSERT_LATEST)
                 con.execute(sql.upsert_labeled_embeddings("new_rows", "labels"))
                 con.execute("DROP TABLE new_rows")
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
-            finally:
-                con.unregister("staged")
             after = _scalar(con, "SELECT count(*) FROM predictions")
         return int(after - before)
 
@@ -211,11 +203,8 @@ class DuckDBStore:
         short = con.sql(sql.SHORTLIST_QUERY, params=params | {"bound": bound, "limit": limit}).to_arrow_table()
         if short.num_rows == 0:
             return _EMPTY_CANDIDATES
-        con.register("wanted", short.select(["item_id", "item_uri", "prediction_id"]))
-        try:
+        with _registered(con, "wanted", short.select(["item_id", "item_uri", "prediction_id"])):
             table = con.sql(sql.payload_query(pc.max(short.column("margin")).as_py())).to_arrow_table()
-        finally:
-            con.unregister("wanted")
         if table.num_rows != short.num_rows:
             raise RuntimeError("a shortlisted prediction is missing from its margin band")
         return table
@@ -259,11 +248,8 @@ class DuckDBStore:
         """Insert an Arrow table in one transaction; rows whose key exists are skipped."""
         with self._cursor() as con:
             before = _scalar(con, f"SELECT count(*) FROM {table}")
-            con.register("incoming", rows)
-            try:
+            with _registered(con, "incoming", rows):
                 con.execute(f"INSERT INTO {table} SELECT {columns} FROM incoming ON CONFLICT DO NOTHING")
-            finally:
-                con.unregister("incoming")
             return _scalar(con, f"SELECT count(*) FROM {table}") - before
 
     def pending_handoffs(self) -> list[Selection]:
@@ -293,12 +279,8 @@ class DuckDBStore:
         """Run ``query`` against a registered one-column relation ``ids(item_id)`` (a semi-join
         stays linear where ``list_contains`` over a parameter list grows with rows x ids)."""
         ids = pa.table({"item_id": pa.array(list(item_ids), pa.string())})
-        with self._cursor() as con:
-            con.register("ids", ids)
-            try:
-                return con.execute(query).fetchall()
-            finally:
-                con.unregister("ids")
+        with self._cursor() as con, _registered(con, "ids", ids):
+            return con.execute(query).fetchall()
 
     def is_selected(self, item_ids: Sequence[str]) -> np.ndarray:
         if not item_ids:
@@ -332,9 +314,8 @@ class DuckDBStore:
         })
         with self._cursor() as con:
             before = _scalar(con, "SELECT count(*) FROM labels")
-            con.execute("BEGIN")
-            con.register("incoming", rows)
-            try:  # an item's current label given again (a repeated or cumulative export) is not new
+            with _registered(con, "incoming", rows), _transaction(con):
+                # an item's current label given again (a repeated or cumulative export) is not new
                 con.execute("""
                     INSERT INTO labels SELECT i.* FROM incoming i
                     WHERE NOT EXISTS (
@@ -344,17 +325,8 @@ class DuckDBStore:
                     ON CONFLICT DO NOTHING""")
                 added = _scalar(con, "SELECT count(*) FROM labels") - before
                 # The newly labeled items' embeddings: one scan of the predictions per recorded export.
-                con.register("incoming_labels", rows.select(["item_id"]))
-                try:
+                with _registered(con, "incoming_labels", rows.select(["item_id"])):
                     con.execute(sql.upsert_labeled_embeddings("predictions", "incoming_labels"))
-                finally:
-                    con.unregister("incoming_labels")
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
-            finally:
-                con.unregister("incoming")
         return added
 
     def list_labels(self) -> list[Label]:
@@ -378,25 +350,19 @@ class DuckDBStore:
 
     # model versions ----------------------------------------------------------------------
     def upsert_model_version(self, mv: ModelVersion) -> None:
-        with self._cursor() as con:
-            con.execute("BEGIN")
-            try:
-                if mv.status is ModelStatus.SERVING:
-                    con.execute(
-                        "UPDATE model_versions SET status = 'retired' "
-                        "WHERE model_name = ? AND status = 'serving' AND version <> ?",
-                        [mv.name, mv.version],
-                    )
+        with self._cursor() as con, _transaction(con):
+            if mv.status is ModelStatus.SERVING:
                 con.execute(
-                    "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [mv.name, mv.version, list(mv.class_names), json.dumps(dict(mv.metrics)),
-                     mv.artifact_uri, mv.status.value, _naive_utc(mv.created_at),
-                     mv.trained_on_labels],
+                    "UPDATE model_versions SET status = 'retired' "
+                    "WHERE model_name = ? AND status = 'serving' AND version <> ?",
+                    [mv.name, mv.version],
                 )
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+            con.execute(
+                "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [mv.name, mv.version, list(mv.class_names), json.dumps(dict(mv.metrics)),
+                 mv.artifact_uri, mv.status.value, _naive_utc(mv.created_at),
+                 mv.trained_on_labels],
+            )
 
     def _versions(self, where: str, params: list[object]) -> list[ModelVersion]:
         with self._cursor() as con:
@@ -427,6 +393,28 @@ class DuckDBStore:
 
 def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:
     return int(con.execute(query).fetchall()[0][0])
+
+
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """A write transaction: committed when the block ends, rolled back if it raises."""
+    con.execute("BEGIN")
+    try:
+        yield
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+@contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
+    """An Arrow table visible to SQL as ``name`` for the block."""
+    con.register(name, table)
+    try:
+        yield
+    finally:
+        con.unregister(name)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from shared.core.records import SelectedItem, Selection
 from shared.ports import RetrainRequest
 from shared.settings import load_settings
 from tests.support.credentials import StaticTokenCredential
+from tests.support.faults import Flaky
 
 
 def test_the_app_indexes_the_label_functions_with_their_bindings():
@@ -215,27 +216,6 @@ def test_racing_senders_queue_one_message_and_a_failed_send_gives_the_watermark_
 
 # --- the label stage never poisons an export (issue 13) ---------------------------------------------
 
-class Raising:
-    """The real store or object store, but ``method`` raises ``error`` (the first ``times`` calls, or always)."""
-
-    def __init__(self, inner, method: str, error: BaseException, times: int | None = None) -> None:
-        self._inner, self._method, self._error, self._left = inner, method, error, times
-        self.calls = 0
-
-    def __getattr__(self, name: str):
-        real = getattr(self._inner, name)
-        if name != self._method:
-            return real
-
-        def call(*args, **kwargs):
-            self.calls += 1
-            if self._left is None or self._left > 0:
-                self._left = None if self._left is None else self._left - 1
-                raise self._error
-            return real(*args, **kwargs)
-        return call
-
-
 def install(settings, store, objects, sleeps: list[float]) -> None:
     """An intake over the given (failing) store and object store, with a sleep that only records."""
     from shared.services.labels import ExportIntake, LabelService
@@ -255,7 +235,7 @@ def quarantine_report(blobs, settings, name: str) -> dict:
 def test_an_unexpected_store_error_quarantines_the_export_and_the_trigger_finishes(app):
     functions, settings, blobs, _, store = app
     sleeps: list[float] = []
-    failing = Raising(store, "add_labels", RuntimeError("table locked by a dead writer"))
+    failing = Flaky(store, "add_labels", RuntimeError("table locked by a dead writer"), forever=True)
     install(settings, failing, wiring.intake()._objects, sleeps)
     data = write_csv_export([(url("i0"), "cat")])
     deliver(functions, blobs, settings.exports_container, "Labeling/export/csv/e.csv", data)  # returns None
@@ -274,7 +254,7 @@ def test_a_storage_outage_is_retried_then_quarantined_as_transient(app):
 
     functions, settings, blobs, _, store = app
     sleeps: list[float] = []
-    down = Raising(store, "is_selected", ServiceResponseError("Connection aborted"))
+    down = Flaky(store, "is_selected", ServiceResponseError("Connection aborted"), forever=True)
     install(settings, down, wiring.intake()._objects, sleeps)
     deliver(functions, blobs, settings.exports_container, "t.csv", write_csv_export([(url("i0"), "cat")]))
     report = quarantine_report(blobs, settings, "t.csv")
@@ -291,7 +271,7 @@ def test_a_blob_5xx_is_retried_and_the_export_recorded(app):
     busy = HttpResponseError(message="Server Busy")
     busy.status_code = 503
     sleeps: list[float] = []
-    objects = Raising(BlobObjectStore(blobs), "delete", busy, times=1)  # the stale-report cleanup
+    objects = Flaky(BlobObjectStore(blobs), "delete", busy)  # the stale-report cleanup
     install(settings, store, objects, sleeps)
     deliver(functions, blobs, settings.exports_container, "ok.csv", write_csv_export([(url("i1"), "dog")]))
     assert store.count_labels() == 1 and sleeps == [0.5]

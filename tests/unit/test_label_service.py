@@ -17,6 +17,7 @@ from shared.core.records import ModelStatus, ModelVersion, SelectedItem, Selecti
 from shared.errors import ConfigurationError, NotFoundError
 from shared.ports import RetrainRequest
 from shared.services.labels import ExportIntake, LabelService, retrain_due
+from tests.support.faults import Flaky
 
 CLASSES = ("cat", "dog")
 
@@ -175,27 +176,6 @@ def test_stats_count_labels_per_class_and_pending(loop):
 
 
 # --- the label stage never poisons an export (issue 13) ---------------------------------------------
-
-class Flaky:
-    """A store (or object store) whose ``method`` raises the given errors in turn, then works."""
-
-    def __init__(self, inner, method: str, *errors: BaseException, forever: bool = False) -> None:
-        self._inner, self._method, self._errors, self._forever = inner, method, list(errors), forever
-        self.calls = 0
-
-    def __getattr__(self, name: str):
-        real = getattr(self._inner, name)
-        if name != self._method:
-            return real
-
-        def call(*args, **kwargs):
-            self.calls += 1
-            if self._errors:
-                error = self._errors[0] if self._forever else self._errors.pop(0)
-                raise error
-            return real(*args, **kwargs)
-        return call
-
 
 def http_error(status: int):
     from azure.core.exceptions import HttpResponseError
