@@ -1,7 +1,7 @@
 """Selection at scale in the DuckDB store: 1M and 10M stored predictions of 67 classes.
 
-For every strategy (the four ranked ones, the default ``spaced_margin``, ``distance_margin`` and
-``pair_capped_margin``)
+For every strategy (the four ranked ones, the default ``gradient_spaced``, ``spaced_margin``,
+``distance_margin`` and ``pair_capped_margin``)
 and every size, two figures, each measured in a fresh process so that its peak memory (VmHWM) is its
 own:
 - **top_k**: the best 1,000 candidates by the strategy, without the service. Ranked strategies: the
@@ -39,7 +39,7 @@ ITEM_FILES = 1000  # item URIs cycle over this many real files, so hand-off copi
 TOP_K = 1000
 BATCH = 100
 RANKED = ("least_confidence", "margin", "entropy", "random")
-BATCH_AWARE = ("spaced_margin", "distance_margin", "pair_capped_margin")
+BATCH_AWARE = ("gradient_spaced", "spaced_margin", "distance_margin", "pair_capped_margin")
 STRATEGIES = (*RANKED, *BATCH_AWARE)
 SEED = 1  # the selection seed: the store keeps random keys for it, the service asks for it
 ROOT = Path("runs/bench")

@@ -103,13 +103,17 @@ def distance_weighted_margin(
 
 def lazy_greedy(
     base: np.ndarray, d: np.ndarray, emb: np.ndarray, tiebreak: np.ndarray, k: int,
-    weight: Callable[[np.ndarray], np.ndarray],
+    weight: Callable[[np.ndarray], np.ndarray], *, grad: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The greedy batch ``argmax base * weight(d)``, each pick then counting as labeled (d, the cosine
     distance to the nearest labeled or picked unit row, can only shrink), ties by ``tiebreak``.
 
-    Exact, and lazy: ``weight`` never grows as d shrinks, so a score computed against fewer picks is
-    an upper bound. A heap holds those bounds; the top is brought up to date against the picks made
+    With ``grad`` (the class part ``a`` of each candidate's gradient embedding ``g = a ⊗ emb``, see
+    :func:`gradient_spaced`), ``base`` is a distance too: from ``g`` to the nearest of the origin and
+    the picks' ``g``, which also only shrinks as picks are made.
+
+    Exact, and lazy: the score never grows as picks are made, so a score computed against fewer picks
+    is an upper bound. A heap holds those bounds; the top is brought up to date against the picks made
     since, and taken only when it is still the best — the same picks as rescoring every candidate at
     every step, at the cost of the few candidates near each pick instead of k full passes (a sort of
     the whole shortlist per pick took seconds for k = 1,000 of 50,000). Returns (indices in pick
@@ -118,20 +122,29 @@ def lazy_greedy(
     n = len(base)
     k = min(k, n)
     d = np.array(d, dtype=np.float64)
+    base = np.array(base, dtype=np.float64)
     score = base * weight(d)
     heap = list(zip((-score).tolist(), tiebreak.tolist(), range(n), [0] * n, strict=True))
     heapq.heapify(heap)
     chosen: list[int] = []
     scores: list[float] = []
     picked = np.empty((k, emb.shape[1]), dtype=emb.dtype)  # the picks' rows, in order (views, no copies)
+    if grad is not None:
+        picked_grad = np.empty((k, grad.shape[1]), dtype=grad.dtype)
+        sq = base * base  # |g|^2 = |a|^2 |emb|^2 = |a|^2: unit rows
     while len(chosen) < k and heap:
         neg, tb, i, seen = heapq.heappop(heap)
         if seen < len(chosen):  # stale: catch up with the picks made since it was scored
-            nearest = float((picked[seen : len(chosen)] @ emb[i]).max())
-            d[i] = min(d[i], min(max(1.0 - nearest, 0.0), 2.0))
+            sims = picked[seen : len(chosen)] @ emb[i]
+            d[i] = min(d[i], min(max(1.0 - float(sims.max()), 0.0), 2.0))
+            if grad is not None:  # |g_i - g_j|^2 = |a_i|^2 + |a_j|^2 - 2 <a_i, a_j> <e_i, e_j>
+                g2 = sq[i] + sq[chosen[seen:]] - 2.0 * (picked_grad[seen : len(chosen)] @ grad[i]) * sims
+                base[i] = min(base[i], float(np.sqrt(max(float(g2.min()), 0.0))))
             heapq.heappush(heap, (-float(base[i] * weight(d[i : i + 1])[0]), tb, i, len(chosen)))
             continue
         picked[len(chosen)] = emb[i]
+        if grad is not None:
+            picked_grad[len(chosen)] = grad[i]
         chosen.append(i)
         scores.append(-neg)
     return np.asarray(chosen, dtype=np.int64), np.asarray(scores)
@@ -222,4 +235,59 @@ def _pick_spaced_margin(cands: CandidateSet, labeled: LabeledSet, k: int,
 SPACED_MARGIN = register(BatchStrategy(
     "spaced_margin", _pick_spaced_margin, needs_embeddings=True,
     description="(1 - margin) x min(1, distance to the nearest labeled or picked item / the labeled set's spacing)",
+))
+
+
+def gradient_spaced(
+    proba: np.ndarray,
+    embeddings: np.ndarray,
+    labeled_embeddings: np.ndarray,
+    item_ids: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Farthest-first over gradient embeddings, discounted near the labeled set: greedily the highest
+    ``D_g × min(1, d / s)``.
+
+    ``g = (p − onehot(argmax p)) ⊗ e`` is the gradient of the cross-entropy at the predicted class
+    with respect to a last layer over the embedding ``e`` (BADGE's gradient embedding, Ash et al.
+    2020); ``D_g`` is the distance from ``g`` to the nearest of the origin and the picks' ``g``. The
+    origin stands for what the model already fits: its distance is the gradient's size, an
+    uncertainty. Two picks are far apart when the model is unsure between different classes, or about
+    different-looking items, so the batch spreads over the model's confusions and not only over the
+    input space. ``d`` and ``s`` are :func:`spaced_margin`'s: the cosine distance to the nearest
+    labeled or picked item, and the labeled set's own spacing, so items that labels already cover lose
+    weight in proportion. Deterministic (BADGE samples; greedy won on the suite, see
+    docs/label-efficiency.md). The distances come from the factorised inner product
+    ``<g_i, g_j> = <a_i, a_j> <e_i, e_j>``: ``g`` (classes × width per item) is never built. Rows are
+    L2-normalised first; NaN rows of the labeled set are ignored; ties by item id. Returns (indices in
+    pick order, their scores).
+    """
+    n = len(proba)
+    k = min(k, n)
+    emb, ref, tiebreak = _unit_inputs(embeddings, labeled_embeddings, item_ids)
+    grad = np.array(proba, dtype=np.float64)
+    grad[np.arange(n), grad.argmax(axis=1)] -= 1.0
+    size = np.linalg.norm(grad.astype(np.float64), axis=1)  # distance to the origin, |g| (unit rows)
+    spacing = labeled_spacing(ref) if len(ref) >= 2 else labeled_spacing(emb)
+    spacing = max(spacing, 1e-9)
+    d = nearest_distance(emb, ref) if len(ref) else np.full(n, 2.0)
+    return lazy_greedy(size, d, emb, tiebreak, k,
+                       lambda dist: np.minimum(1.0, dist / spacing), grad=grad)
+
+
+def _pick_gradient_spaced(cands: CandidateSet, labeled: LabeledSet, k: int,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if cands.embeddings is None:  # no embeddings logged: degrade to diversity by class pair
+        return _pick_pair_capped(cands, labeled, k, rng)
+    width = cands.embeddings.shape[1]
+    ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, width))
+    if ref.shape[1] != width:  # labels logged under another embedding (an older model): not comparable
+        ref = np.zeros((0, width))
+    return gradient_spaced(cands.probabilities, cands.embeddings, ref, cands.item_ids, k)
+
+
+GRADIENT_SPACED = register(BatchStrategy(
+    "gradient_spaced", _pick_gradient_spaced, needs_embeddings=True,
+    description="farthest-first over gradient embeddings x min(1, distance to the nearest labeled or picked item / "
+                "the labeled set's spacing)",
 ))
