@@ -335,7 +335,7 @@ def test_three_rounds_of_the_azure_loop_across_four_processes(loop):
     assert len({a["pid"] for a in apps.values()}) == 4
     assert all(a["local_files"] == [] for a in apps.values()), apps
     selections = [row for row in loop.adx.rows("Selections") if not row["HandedOff"]]
-    assert {row["Strategy"] for row in selections} == {"spaced_margin"}  # the default, on logged embeddings
+    assert {row["Strategy"] for row in selections} == {"gradient_spaced"}  # the default, on logged embeddings
     assert {len(row["Embedding"] or []) for row in loop.adx.rows("Predictions")} == {64}
     per_item = Counter(row["ItemId"] for row in selections)
     assert len(per_item) == ROUNDS * BATCH and set(per_item.values()) == {1}, "no item selected twice"

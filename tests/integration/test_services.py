@@ -184,20 +184,24 @@ def test_retrain_gates_and_deploys(tmp_path, loop):
 
 
 def test_batch_aware_selection_uses_the_stored_embeddings(loop):
-    from shared.core.batch import spaced_margin
+    from shared.core.batch import gradient_spaced
     from shared.core.selection import CandidateFilter
+    from shared.settings import Settings
+
+    default = Settings.model_fields["strategy"].default
+    assert default == "gradient_spaced"
 
     store, _, collect, _, _ = loop
     batch = records(12)
     for n, r in enumerate(batch):
         r["embedding"] = [float(n % 3 == 0), float(n % 3 == 1), float(n % 3 == 2), 0.1]
     collect.collect(batch)
-    select = SelectService(store, loop[1], model_name="m", strategy="spaced_margin", batch_size=4,
+    select = SelectService(store, loop[1], model_name="m", strategy=default, batch_size=4,
                            window=timedelta(hours=2))
     end = np.datetime64(NOW.replace(tzinfo=None), "us")
     cands = store.candidates(CandidateFilter("m", "1", end - np.timedelta64(2, "h"), end))
     chosen = select.run(now=NOW).selection
     assert cands.embeddings is not None and cands.embeddings.shape == (12, 4)
-    idx, _ = spaced_margin(cands.probabilities, cands.embeddings, np.zeros((0, 4)), cands.item_ids, 4)
+    idx, _ = gradient_spaced(cands.probabilities, cands.embeddings, np.zeros((0, 4)), cands.item_ids, 4)
     assert [i.item_id for i in chosen.items] == cands.item_ids[idx].tolist()
-    assert chosen.strategy == "spaced_margin"
+    assert chosen.strategy == "gradient_spaced"
