@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from shared.core import uncertainty
-from shared.core.strategies import BatchStrategy, register
+from shared.core.strategies import BatchPicker, BatchStrategy, register
 from shared.ports import CandidateSet, LabeledSet
 
 
@@ -215,25 +215,39 @@ def spaced_margin(
     k = min(k, n)
     unc = 1.0 - uncertainty.margin(proba)
     emb, ref, tiebreak = _unit_inputs(embeddings, labeled_embeddings, item_ids)
-    spacing = labeled_spacing(ref) if len(ref) >= 2 else labeled_spacing(emb)
-    spacing = max(spacing, 1e-9)
-    d = nearest_distance(emb, ref) if len(ref) else np.full(n, 2.0)
+    spacing, d = _spacing_and_distance(emb, ref)
     return lazy_greedy(unc, d, emb, tiebreak, k, lambda dist: np.minimum(1.0, dist / spacing))
 
 
-def _pick_spaced_margin(cands: CandidateSet, labeled: LabeledSet, k: int,
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    if cands.embeddings is None:  # no embeddings logged: degrade to diversity by class pair
-        return _pick_pair_capped(cands, labeled, k, rng)
-    width = cands.embeddings.shape[1]
-    ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, width))
-    if ref.shape[1] != width:  # labels logged under another embedding (an older model): not comparable
-        ref = np.zeros((0, width))
-    return spaced_margin(cands.probabilities, cands.embeddings, ref, cands.item_ids, k)
+def _spacing_and_distance(emb: np.ndarray, ref: np.ndarray) -> tuple[float, np.ndarray]:
+    """The labeled set's spacing (the candidates' own with fewer than two labeled rows) and each
+    candidate's cosine distance to the nearest labeled row (2 with none)."""
+    spacing = max(labeled_spacing(ref) if len(ref) >= 2 else labeled_spacing(emb), 1e-9)
+    d = nearest_distance(emb, ref) if len(ref) else np.full(len(emb), 2.0)
+    return spacing, d
+
+
+EmbeddingPick = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _with_labeled_embeddings(fn: EmbeddingPick) -> BatchPicker:
+    """A batch picker for ``fn(probabilities, embeddings, labeled embeddings, item ids, k)``: without
+    logged embeddings it degrades to diversity by class pair; labels logged under another embedding
+    width (an older model) are not comparable, so they are left out."""
+    def pick(cands: CandidateSet, labeled: LabeledSet, k: int,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if cands.embeddings is None:
+            return _pick_pair_capped(cands, labeled, k, rng)
+        width = cands.embeddings.shape[1]
+        ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, width))
+        if ref.shape[1] != width:
+            ref = np.zeros((0, width))
+        return fn(cands.probabilities, cands.embeddings, ref, cands.item_ids, k)
+    return pick
 
 
 SPACED_MARGIN = register(BatchStrategy(
-    "spaced_margin", _pick_spaced_margin, needs_embeddings=True,
+    "spaced_margin", _with_labeled_embeddings(spaced_margin), needs_embeddings=True,
     description="(1 - margin) x min(1, distance to the nearest labeled or picked item / the labeled set's spacing)",
 ))
 
@@ -268,26 +282,13 @@ def gradient_spaced(
     grad = np.array(proba, dtype=np.float64)
     grad[np.arange(n), grad.argmax(axis=1)] -= 1.0
     size = np.linalg.norm(grad.astype(np.float64), axis=1)  # distance to the origin, |g| (unit rows)
-    spacing = labeled_spacing(ref) if len(ref) >= 2 else labeled_spacing(emb)
-    spacing = max(spacing, 1e-9)
-    d = nearest_distance(emb, ref) if len(ref) else np.full(n, 2.0)
+    spacing, d = _spacing_and_distance(emb, ref)
     return lazy_greedy(size, d, emb, tiebreak, k,
                        lambda dist: np.minimum(1.0, dist / spacing), grad=grad)
 
 
-def _pick_gradient_spaced(cands: CandidateSet, labeled: LabeledSet, k: int,
-                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    if cands.embeddings is None:  # no embeddings logged: degrade to diversity by class pair
-        return _pick_pair_capped(cands, labeled, k, rng)
-    width = cands.embeddings.shape[1]
-    ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, width))
-    if ref.shape[1] != width:  # labels logged under another embedding (an older model): not comparable
-        ref = np.zeros((0, width))
-    return gradient_spaced(cands.probabilities, cands.embeddings, ref, cands.item_ids, k)
-
-
 GRADIENT_SPACED = register(BatchStrategy(
-    "gradient_spaced", _pick_gradient_spaced, needs_embeddings=True,
+    "gradient_spaced", _with_labeled_embeddings(gradient_spaced), needs_embeddings=True,
     description="farthest-first over gradient embeddings x min(1, distance to the nearest labeled or picked item / "
                 "the labeled set's spacing)",
 ))
