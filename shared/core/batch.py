@@ -53,6 +53,25 @@ PAIR_CAPPED_MARGIN = register(BatchStrategy(
 ))
 
 
+EmbeddingPick = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _with_labeled_embeddings(fn: EmbeddingPick) -> BatchPicker:
+    """A batch picker for ``fn(probabilities, embeddings, labeled embeddings, item ids, k)``: without
+    logged embeddings it degrades to diversity by class pair; labels logged under another embedding
+    width (an older model) are not comparable, so they are left out."""
+    def pick(cands: CandidateSet, labeled: LabeledSet, k: int,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if cands.embeddings is None:
+            return _pick_pair_capped(cands, labeled, k, rng)
+        width = cands.embeddings.shape[1]
+        ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, width))
+        if ref.shape[1] != width:
+            ref = np.zeros((0, width))
+        return fn(cands.probabilities, cands.embeddings, ref, cands.item_ids, k)
+    return pick
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1.0)
@@ -150,16 +169,8 @@ def lazy_greedy(
     return np.asarray(chosen, dtype=np.int64), np.asarray(scores)
 
 
-def _pick_distance_margin(cands: CandidateSet, labeled: LabeledSet, k: int,
-                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    if cands.embeddings is None:  # no embeddings logged: degrade to diversity by class pair
-        return _pick_pair_capped(cands, labeled, k, rng)
-    ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, cands.embeddings.shape[1]))
-    return distance_weighted_margin(cands.probabilities, cands.embeddings, ref, cands.item_ids, k)
-
-
 DISTANCE_MARGIN = register(BatchStrategy(
-    "distance_margin", _pick_distance_margin, needs_embeddings=True,
+    "distance_margin", _with_labeled_embeddings(distance_weighted_margin), needs_embeddings=True,
     description="(1 - margin) x cosine distance to the nearest labeled or already picked item",
 ))
 
@@ -227,25 +238,6 @@ def _spacing_and_distance(emb: np.ndarray, ref: np.ndarray) -> tuple[float, np.n
     return spacing, d
 
 
-EmbeddingPick = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-
-
-def _with_labeled_embeddings(fn: EmbeddingPick) -> BatchPicker:
-    """A batch picker for ``fn(probabilities, embeddings, labeled embeddings, item ids, k)``: without
-    logged embeddings it degrades to diversity by class pair; labels logged under another embedding
-    width (an older model) are not comparable, so they are left out."""
-    def pick(cands: CandidateSet, labeled: LabeledSet, k: int,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        if cands.embeddings is None:
-            return _pick_pair_capped(cands, labeled, k, rng)
-        width = cands.embeddings.shape[1]
-        ref = labeled.embeddings if labeled.embeddings is not None else np.zeros((0, width))
-        if ref.shape[1] != width:
-            ref = np.zeros((0, width))
-        return fn(cands.probabilities, cands.embeddings, ref, cands.item_ids, k)
-    return pick
-
-
 SPACED_MARGIN = register(BatchStrategy(
     "spaced_margin", _with_labeled_embeddings(spaced_margin), needs_embeddings=True,
     description="(1 - margin) x min(1, distance to the nearest labeled or picked item / the labeled set's spacing)",
@@ -281,7 +273,7 @@ def gradient_spaced(
     emb, ref, tiebreak = _unit_inputs(embeddings, labeled_embeddings, item_ids)
     grad = np.array(proba, dtype=np.float64)
     grad[np.arange(n), grad.argmax(axis=1)] -= 1.0
-    size = np.linalg.norm(grad.astype(np.float64), axis=1)  # distance to the origin, |g| (unit rows)
+    size = np.linalg.norm(grad, axis=1)  # distance to the origin, |g| (unit rows)
     spacing, d = _spacing_and_distance(emb, ref)
     return lazy_greedy(size, d, emb, tiebreak, k,
                        lambda dist: np.minimum(1.0, dist / spacing), grad=grad)

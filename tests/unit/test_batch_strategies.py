@@ -199,3 +199,18 @@ def test_gradient_spaced_discounts_an_item_next_to_a_labeled_twin_and_falls_back
     assert idx.tolist() == [1]
     idx, _ = GRADIENT_SPACED.pick(CandidateSet(ids, ids, p.astype(np.float32), None), labeled, 2, rng)
     assert idx.tolist() == pair_capped_margin(p, ids, 2).tolist()
+
+
+def test_every_embedding_strategy_leaves_out_labels_logged_under_another_width():
+    from shared.core.batch import DISTANCE_MARGIN, GRADIENT_SPACED, SPACED_MARGIN
+    from shared.ports import CandidateSet, LabeledSet
+
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(3), size=8).astype(np.float32)
+    ids = np.array([f"c{n}" for n in range(8)])
+    cands = CandidateSet(ids, ids, p, rng.normal(size=(8, 4)).astype(np.float32))
+    old = LabeledSet(np.array(["l0", "l1"]), np.array(["a", "b"]), rng.normal(size=(2, 388)).astype(np.float32))
+    none = LabeledSet(np.array([], dtype=str), np.array([], dtype=str), None)
+    for strategy in (DISTANCE_MARGIN, SPACED_MARGIN, GRADIENT_SPACED):
+        with_old, _ = strategy.pick(cands, old, 3, rng)  # distance_margin raised a shape error here
+        assert with_old.tolist() == strategy.pick(cands, none, 3, rng)[0].tolist()
