@@ -26,12 +26,12 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 from werkzeug import Request, Response
-from werkzeug.serving import make_server
 
 from shared.adapters.azureml import RegisteredModel, _version_key
 from shared.core.exports import datastore_url, write_csv_export
 from shared.core.naming import item_id_from_path
 from shared.core.orchestration import TAG_CORRELATION, baseline_tag, metric_tag
+from tests.support.loopback import LoopbackServer
 
 CONTAINER = "aml-standin"
 MODEL_FILES = ("model.onnx", "head.npz", "meta.json")
@@ -130,7 +130,7 @@ class StandinAzureML:
         return str(json.loads(raw)["uri"])
 
 
-class LabelingStandIn:
+class LabelingStandIn(LoopbackServer):
     """``exportLabels`` of one Data Labeling project, answered by an oracle on loopback."""
 
     def __init__(self, connection_string: str, *, job: str, oracle: Callable[[str], str | None],
@@ -148,28 +148,7 @@ class LabelingStandIn:
         self.exports: list[str] = []  # blob names written, in order
         self.requests = 0
         self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> LabelingStandIn:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> LabelingStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
-        request = Request(environ)
-        response = self._handle(request)
-        return response(environ, start_response)
+        super().__init__()
 
     def _handle(self, request: Request) -> Response:
         if not request.headers.get("Authorization", "").startswith("Bearer "):

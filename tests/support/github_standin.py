@@ -20,15 +20,15 @@ from typing import Any
 
 from azure.storage.blob import BlobServiceClient
 from werkzeug import Request, Response
-from werkzeug.serving import make_server
 
 from shared.services.retrain import WORKFLOW_INPUTS
 from shared.training.register import model_tags
 from shared.training.train import train
 from tests.support.aml_standin import StandinAzureML
+from tests.support.loopback import LoopbackServer
 
 
-class GitHubStandIn:
+class GitHubStandIn(LoopbackServer):
     """``/repos/{owner}/{repo}/actions/...`` for one repository and workflow."""
 
     def __init__(self, connection_string: str, aml: StandinAzureML, *, repository: str, workflow: str,
@@ -47,31 +47,15 @@ class GitHubStandIn:
         self._lock = threading.Lock()
         self.runs: dict[int, dict[str, Any]] = {}
         self.dispatches: list[dict[str, str]] = []
-        self._threads: list[threading.Thread] = []
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> GitHubStandIn:
-        self._thread.start()
-        return self
+        self._threads: list[threading.Thread] = []  # workflow runs
+        super().__init__()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
+        super().stop()
         for t in self._threads:
             t.join(timeout=60)
 
-    def __enter__(self) -> GitHubStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # --- HTTP ---------------------------------------------------------------------------------
-    def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self._handle(Request(environ))(environ, start_response)
-
     def _handle(self, request: Request) -> Response:
         if request.headers.get("Authorization") != f"Bearer {self._token}":
             return _json({"message": "Bad credentials"}, 401)
