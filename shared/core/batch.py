@@ -150,20 +150,22 @@ def lazy_greedy(
     picked = np.empty((k, emb.shape[1]), dtype=emb.dtype)  # the picks' rows, in order (views, no copies)
     if grad is not None:
         picked_grad = np.empty((k, grad.shape[1]), dtype=grad.dtype)
-        sq = base * base  # |g|^2 = |a|^2 |emb|^2 = |a|^2: unit rows
+        picked_sq = np.empty(k)  # the picks' |g|^2 = |a|^2 |emb|^2 = |a|^2 (unit rows), in order
     while len(chosen) < k and heap:
         neg, tb, i, seen = heapq.heappop(heap)
         if seen < len(chosen):  # stale: catch up with the picks made since it was scored
             sims = picked[seen : len(chosen)] @ emb[i]
             d[i] = min(d[i], min(max(1.0 - float(sims.max()), 0.0), 2.0))
             if grad is not None:  # |g_i - g_j|^2 = |a_i|^2 + |a_j|^2 - 2 <a_i, a_j> <e_i, e_j>
-                g2 = sq[i] + sq[chosen[seen:]] - 2.0 * (picked_grad[seen : len(chosen)] @ grad[i]) * sims
+                g2 = (grad[i] @ grad[i] + picked_sq[seen : len(chosen)]
+                      - 2.0 * (picked_grad[seen : len(chosen)] @ grad[i]) * sims)
                 base[i] = min(base[i], float(np.sqrt(max(float(g2.min()), 0.0))))
             heapq.heappush(heap, (-float(base[i] * weight(d[i : i + 1])[0]), tb, i, len(chosen)))
             continue
         picked[len(chosen)] = emb[i]
         if grad is not None:
             picked_grad[len(chosen)] = grad[i]
+            picked_sq[len(chosen)] = grad[i] @ grad[i]
         chosen.append(i)
         scores.append(-neg)
     return np.asarray(chosen, dtype=np.int64), np.asarray(scores)
@@ -262,8 +264,8 @@ def gradient_spaced(
     different-looking items, so the batch spreads over the model's confusions and not only over the
     input space. ``d`` and ``s`` are :func:`spaced_margin`'s: the cosine distance to the nearest
     labeled or picked item, and the labeled set's own spacing, so items that labels already cover lose
-    weight in proportion. Deterministic (BADGE samples; greedy won on the suite, see
-    docs/label-efficiency.md). The distances come from the factorised inner product
+    weight in proportion. Deterministic (BADGE samples: greedy was better on glyphs67, sampling
+    on photos17; docs/label-efficiency.md). The distances come from the factorised inner product
     ``<g_i, g_j> = <a_i, a_j> <e_i, e_j>``: ``g`` (classes × width per item) is never built. Rows are
     L2-normalised first; NaN rows of the labeled set are ignored; ties by item id. Returns (indices in
     pick order, their scores).
