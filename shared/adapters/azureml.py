@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from shared.core.calibration import CONFIDENCE
 from shared.core.orchestration import TAG_CORRELATION, baseline_tag, metric_tag
 from shared.errors import NotFoundError
 
@@ -27,6 +28,7 @@ class RegisteredModel:
     metric: float | None
     baseline_metric: float | None
     tags: dict[str, str]
+    confidence: float | None = None  # mean top-class probability on the metric's split
 
 
 def build_ml_client(*, subscription_id: str, resource_group: str, workspace: str) -> Any:
@@ -74,7 +76,7 @@ class AzureMLAdapter:
         found = max(matches, key=lambda m: _version_key(str(m.version)))
         tags = {str(k): str(v) for k, v in (found.tags or {}).items()}
         return RegisteredModel(name, str(found.version), _float(tags.get(metric_tag(metric))),
-                               _float(tags.get(baseline_tag(metric))), tags)
+                               _float(tags.get(baseline_tag(metric))), tags, _float(tags.get(metric_tag(CONFIDENCE))))
 
     def start_deploy(self, name: str, version: str) -> None:
         """Point the managed online deployment at ``name:version`` (a rolling update); do not wait.

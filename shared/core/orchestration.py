@@ -109,6 +109,7 @@ class Result:
     run_url: str | None = None
     candidate_version: str | None = None
     candidate_metric: float | None = None
+    candidate_confidence: float | None = None  # mean top-class probability on the metric's split
     serving_version: str | None = None
     serving_metric: float | None = None
     labels: int = 0
@@ -203,6 +204,7 @@ def retrain_steps(
             return (yield from _record(res, prepared))
         res.candidate_version = str(cand["version"])
         res.candidate_metric = _metric(cand.get("metric"))
+        res.candidate_confidence = _metric(cand.get("confidence"))
         baseline = cand.get("baseline_metric")
         res.serving_metric = _metric(baseline if baseline is not None
                                      else (prepared.get("serving_metrics") or {}).get(plan.metric))

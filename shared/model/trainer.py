@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from shared.core.calibration import ACCURACY, CONFIDENCE, mean_confidence
 from shared.core.records import ModelStatus, ModelVersion
 from shared.errors import TrainingError
 from shared.model.embedding import EMBEDDING_WIDTH
@@ -61,13 +62,13 @@ class LocalTrainer:
         base_weights = self._registry.weights(base) if base is not None else None
         weights = train_head(feats, targets, len(classes), base=base_weights, c=self._c,
                              embedding_width=self._embedding_width)
-        acc = self._accuracy(weights, classes)
-        baseline = self._accuracy(base_weights, base.class_names) if base_weights is not None and base else None
+        acc, confidence = self._measure(weights, classes)
+        baseline = self._measure(base_weights, base.class_names)[0] if base_weights is not None and base else None
         mv = ModelVersion(
             name=self._model_name,
             version=self._registry.next_version(self._model_name),
             class_names=classes,
-            metrics={"accuracy": acc},
+            metrics={ACCURACY: acc, CONFIDENCE: confidence},
             status=ModelStatus.CANDIDATE,
             created_at=datetime.now(UTC),
             trained_on_labels=len(manifest.labels),
@@ -76,12 +77,14 @@ class LocalTrainer:
         mv = replace(mv, artifact_uri=uri)
         return TrainedCandidate(mv, acc, baseline)
 
-    def _accuracy(self, weights: HeadWeights, classes: tuple[str, ...]) -> float:
+    def _measure(self, weights: HeadWeights, classes: tuple[str, ...]) -> tuple[float, float]:
+        """Accuracy and confidence (mean top-class probability) on the evaluation set."""
         ev = self._evaluation
         if len(ev.labels) == 0:
             raise TrainingError("the evaluation set is empty")
-        predicted = np.asarray(classes)[predict_proba(weights, ev.features).argmax(axis=1)]
-        return float(np.mean(predicted == np.asarray(ev.labels)))
+        proba = predict_proba(weights, ev.features)
+        predicted = np.asarray(classes)[proba.argmax(axis=1)]
+        return float(np.mean(predicted == np.asarray(ev.labels))), mean_confidence(proba)
 
 
 class LocalDeployer:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from shared.core.calibration import CONFIDENCE
 from shared.core.gate import GateDecision
 from shared.core.orchestration import (
     CANCEL_RUN,
@@ -170,6 +171,8 @@ class _Recording:
     def _candidate(self, res: dict[str, Any], prepared: dict[str, Any]) -> ModelVersion:
         metrics = {} if res.get("candidate_metric") is None else {prepared.get("metric", "accuracy"):
                                                                   float(res["candidate_metric"])}
+        if res.get("candidate_confidence") is not None:
+            metrics[CONFIDENCE] = float(res["candidate_confidence"])
         return ModelVersion(
             name=self._model_name, version=str(res["candidate_version"]),
             class_names=tuple(prepared["class_names"]), metrics=metrics,
@@ -217,7 +220,8 @@ class EmbeddedActivities(_Recording):
         if found is None:
             return None
         model, metric, baseline = found
-        return {"version": model.version, "metric": metric, "baseline_metric": baseline}
+        return {"version": model.version, "metric": metric, "baseline_metric": baseline,
+                "confidence": model.metrics.get(CONFIDENCE)}
 
     def start_deploy(self, payload: dict[str, Any]) -> None:
         model = self._by_version(payload["version"])
@@ -293,7 +297,8 @@ class AzureActivities(_Recording):
         found = self._aml.find_model(self._model_name, payload["correlation_id"], metric=self._metric)
         if found is None:
             return None
-        return {"version": found.version, "metric": found.metric, "baseline_metric": found.baseline_metric}
+        return {"version": found.version, "metric": found.metric, "baseline_metric": found.baseline_metric,
+                "confidence": found.confidence}
 
     def start_deploy(self, payload: dict[str, Any]) -> None:
         self._aml.start_deploy(self._model_name, payload["version"])

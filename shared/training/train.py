@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from shared.core.calibration import CONFIDENCE, mean_confidence
 from shared.errors import TrainingError
 from shared.model.head import HeadWeights, predict_proba, to_onnx, train_head
 from shared.model.items import Featurizer
@@ -99,6 +100,7 @@ def train(manifest: Path, out: Path, *, class_names: list[str], checkpoint: Path
     weights = train_head(feats[train_rows], targets[train_rows], len(class_names), base=base)
     metrics: dict[str, float | int | None] = {
         metric: accuracy(weights, feats[test], targets[test]),
+        CONFIDENCE: mean_confidence(predict_proba(weights, feats[test])),
         f"baseline_{metric}": accuracy(base, feats[test], targets[test]) if base is not None else None,
         "n_train": int(train_rows.sum()), "n_eval": int(test.sum()),
     }

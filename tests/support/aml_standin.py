@@ -28,6 +28,7 @@ from azure.storage.blob import BlobServiceClient
 from werkzeug import Request, Response
 
 from shared.adapters.azureml import RegisteredModel, _version_key
+from shared.core.calibration import CONFIDENCE
 from shared.core.exports import datastore_url, write_csv_export
 from shared.core.naming import item_id_from_path
 from shared.core.orchestration import TAG_CORRELATION, baseline_tag, metric_tag
@@ -80,7 +81,8 @@ class StandinAzureML:
             return None
         m = max(found, key=lambda m: _version_key(m.version))
         return RegisteredModel(name, m.version, _float(m.tags.get(metric_tag(metric))),
-                               _float(m.tags.get(baseline_tag(metric))), m.tags)
+                               _float(m.tags.get(baseline_tag(metric))), m.tags,
+                               _float(m.tags.get(metric_tag(CONFIDENCE))))
 
     def ensure_deployment(self, name: str, version: str, **_: Any) -> None:
         self.start_deploy(name, version)
