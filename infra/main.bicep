@@ -23,8 +23,8 @@ param resourceGroupName string = ''
 // --- the loop ---------------------------------------------------------------------------------------
 @description('The model whose serving version the loop follows (AL_MODEL_NAME).')
 param modelName string = 'classifier'
-@description('Selection strategy (AL_STRATEGY): gradient_spaced (default), spaced_margin, distance_margin, pair_capped_margin, badge, k_center, typiclust, cluster_margin, margin, least_confidence, entropy, random.')
-param strategy string = 'gradient_spaced'
+@description('Selection strategy (AL_STRATEGY): calibration_switch (default), gradient_spaced, spaced_margin, distance_margin, pair_capped_margin, badge, k_center, typiclust, cluster_margin, margin, least_confidence, entropy, random.')
+param strategy string = 'calibration_switch'
 param batchSize int = 100
 @description('Only predictions scored this many hours ago or later are candidates (AL_WINDOW_HOURS).')
 param windowHours string = '168'

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from shared.core.calibration import Calibration
 from shared.core.records import Label, ModelVersion, PredictionBatch, Selection
 from shared.core.selection import CandidateFilter, Ranked
 
@@ -25,6 +26,9 @@ class CandidateSet:
     item_uris: np.ndarray  # str (n,)
     probabilities: np.ndarray  # float32 (n, c)
     embeddings: np.ndarray | None  # float32 (n, d)
+    # The scoring model's accuracy and confidence on its held-out labels (None: not recorded); the
+    # select service sets it from the serving version's metrics.
+    calibration: Calibration | None = None
 
     def __len__(self) -> int:
         return len(self.item_ids)

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     stages: str = Field("all", description="Comma-separated stages this app hosts, or 'all'.")
 
     model_name: str = Field("classifier", min_length=1, max_length=128)
-    strategy: str = "gradient_spaced"
+    strategy: str = "calibration_switch"
     batch_size: int = Field(100, ge=1, le=100_000)
     window_hours: float = Field(24 * 7, gt=0)
     selection_seed: int = 0

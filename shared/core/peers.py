@@ -2,7 +2,8 @@
 
 Each picks from the same margin shortlist as the default, with the logged embeddings standing in for
 the network's penultimate layer. They are peers to measure the default against (``al simulate
---strategies badge,...``), not recommended defaults: docs/label-efficiency.md has the numbers.
+--strategies badge,...``); BADGE is also the default's arm for an overconfident model
+(:mod:`shared.core.adaptive`). docs/label-efficiency.md has the numbers.
 """
 
 from __future__ import annotations

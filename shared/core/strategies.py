@@ -49,7 +49,7 @@ def known_strategies() -> tuple[str, ...]:
 
 
 def _load_builtin() -> None:
-    from shared.core import batch, peers  # noqa: F401  (registers the built-in batch strategies)
+    from shared.core import adaptive, batch, peers  # noqa: F401  (registers the built-in batch strategies)
 
 
 def check_strategy(name: str) -> str:

@@ -18,16 +18,17 @@ import logging
 import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shared.core import strategies
+from shared.core.calibration import Calibration
 from shared.core.item_uris import ItemUriPolicy, item_uri_problem
 from shared.core.naming import extension_of, labeling_name
-from shared.core.records import SelectedItem, Selection
+from shared.core.records import ModelVersion, SelectedItem, Selection
 from shared.core.selection import CandidateFilter
 from shared.core.uncertainty import RANKED_STRATEGIES, margin
 from shared.errors import SelectionError
@@ -199,7 +200,7 @@ class SelectService:
             items = tuple(SelectedItem(r.item_id, r.item_uri, r.score, n) for n, r in enumerate(ranked))
             level = batch_uncertainty(strategy, [i.score for i in items], len(serving.class_names))
         else:
-            items, level = self._batch_aware(flt, strategy, k, serving.version, now)
+            items, level = self._batch_aware(flt, strategy, k, serving, now)
         if not items:
             return SelectionResult(None, "no candidates (empty pool, or all selected or labeled)")
         reason = "ok" if len(items) == k else f"only {len(items)} candidates for k={k}"
@@ -209,14 +210,15 @@ class SelectService:
             uncertainty=level,
         )
 
-    def _batch_aware(self, flt: CandidateFilter, strategy: str, k: int, version: str,
+    def _batch_aware(self, flt: CandidateFilter, strategy: str, k: int, serving: ModelVersion,
                      now: datetime) -> tuple[tuple[SelectedItem, ...], float | None]:
         spec = strategies.BATCH_STRATEGIES[strategy]
         cands = self._store.candidates(flt, limit=spec.shortlist(k))
         if len(cands) == 0:
             return (), None
-        labeled = self._store.labeled_set(self._model_name, version)
-        rng = np.random.default_rng([self._seed, int(now.timestamp())])
+        cands = replace(cands, calibration=Calibration.from_metrics(serving.metrics))
+        labeled = self._store.labeled_set(self._model_name, serving.version)
+        rng = selection_rng(self._seed, serving.version, cands.item_ids)
         idx, scores = spec.pick(cands, labeled, min(k, len(cands)), rng)
         items = tuple(
             SelectedItem(str(cands.item_ids[i]), str(cands.item_uris[i]), float(s), n)
@@ -224,6 +226,14 @@ class SelectService:
         )
         level = float(np.mean(1.0 - margin(cands.probabilities[idx]))) if len(idx) else None
         return items, level
+
+
+def selection_rng(seed: int, version: str, item_ids: Sequence[str] | np.ndarray) -> np.random.Generator:
+    """The random generator of a batch-aware selection (BADGE's sampling, the default's when the model
+    is overconfident), seeded by the service's seed, the serving version and the candidates: the same
+    inputs pick the same batch whatever the clock says (a retried selection, a replayed test)."""
+    digest = hashlib.sha256("\n".join([version, *map(str, item_ids)]).encode()).digest()
+    return np.random.default_rng([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
 
 
 def batch_uncertainty(strategy: str, scores: list[float], classes: int) -> float | None:

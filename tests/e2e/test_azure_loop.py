@@ -335,7 +335,7 @@ def test_three_rounds_of_the_azure_loop_across_four_processes(loop):
     assert len({a["pid"] for a in apps.values()}) == 4
     assert all(a["local_files"] == [] for a in apps.values()), apps
     selections = [row for row in loop.adx.rows("Selections") if not row["HandedOff"]]
-    assert {row["Strategy"] for row in selections} == {"gradient_spaced"}  # the default, on logged embeddings
+    assert {row["Strategy"] for row in selections} == {"calibration_switch"}  # the default, on logged embeddings
     assert {len(row["Embedding"] or []) for row in loop.adx.rows("Predictions")} == {64}
     per_item = Counter(row["ItemId"] for row in selections)
     assert len(per_item) == ROUNDS * BATCH and set(per_item.values()) == {1}, "no item selected twice"
@@ -346,6 +346,11 @@ def test_three_rounds_of_the_azure_loop_across_four_processes(loop):
     assert len(loop.github.dispatches) == ROUNDS, "no training twice"
     versions = [r["serving_version"] for r in rounds]
     assert len(set(versions)) == ROUNDS + 1, versions
+    # Every retrained version reached ADX with the held-out accuracy and confidence the default reads.
+    trained = {row["Version"]: row["Metrics"] for row in loop.adx.rows("ModelVersions")
+               if row["Version"] in versions[1:]}
+    assert set(trained) == set(versions[1:]), trained
+    assert all({"accuracy", "confidence"} <= set(m or {}) for m in trained.values()), trained
     used = [selected_under[b] for b in sorted(selected_under)]
     assert used == versions[:ROUNDS], "each round selected under the version the previous round deployed"
     assert rounds[-1]["trained_on_labels"] == ROUNDS * BATCH

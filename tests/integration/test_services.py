@@ -18,7 +18,7 @@ from shared.model.trainer import EvaluationSet, LocalDeployer, LocalTrainer
 from shared.services.collect import CollectService
 from shared.services.labels import LabelService
 from shared.services.retrain import RetrainService
-from shared.services.select import LABELING_CONTAINER, SelectService
+from shared.services.select import LABELING_CONTAINER, SelectService, selection_rng
 
 CLASSES = ("vertical", "horizontal")
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -167,7 +167,11 @@ def test_retrain_gates_and_deploys(tmp_path, loop):
     assert first.deployed and store.serving_version("m").version == first.candidate.version
     assert first.candidate.trained_on_labels == 12 and labels.pending() == 0
     scorer = registry.scorer(first.candidate)
-    assert scorer.predict_proba(evaluation.features).argmax(axis=1).tolist() == [0, 1]
+    proba = scorer.predict_proba(evaluation.features)
+    assert proba.argmax(axis=1).tolist() == [0, 1]
+    # Accuracy and confidence on the same evaluation set, stored with the serving version.
+    stored = store.serving_version("m").metrics
+    assert stored["accuracy"] == 1.0 and stored["confidence"] == pytest.approx(proba.max(axis=1).mean(), abs=1e-6)
     # A worse candidate (the gate sees a lower metric) is recorded as rejected and not deployed.
     worse = trainer
     real = worse.train
@@ -183,25 +187,44 @@ def test_retrain_gates_and_deploys(tmp_path, loop):
     assert store.serving_version("m").version == first.candidate.version
 
 
-def test_batch_aware_selection_uses_the_stored_embeddings(loop):
+@pytest.mark.parametrize("metrics, arm", [
+    ({}, "gradient_spaced"),                                    # no calibration recorded
+    ({"accuracy": 0.8, "confidence": 0.6}, "gradient_spaced"),  # not overconfident on held-out labels
+    ({"accuracy": 0.3, "confidence": 0.7}, "badge"),            # overconfident
+])
+def test_the_default_picks_by_the_serving_versions_calibration_on_the_stored_embeddings(loop, metrics, arm):
     from shared.core.batch import gradient_spaced
+    from shared.core.peers import badge
     from shared.core.selection import CandidateFilter
     from shared.settings import Settings
 
     default = Settings.model_fields["strategy"].default
-    assert default == "gradient_spaced"
+    assert default == "calibration_switch"
 
     store, _, collect, _, _ = loop
+    store.upsert_model_version(ModelVersion("m", "1", CLASSES, metrics=metrics, status=ModelStatus.SERVING))
     batch = records(12)
     for n, r in enumerate(batch):
-        r["embedding"] = [float(n % 3 == 0), float(n % 3 == 1), float(n % 3 == 2), 0.1]
+        r["embedding"] = [float(n % 3 == 0), float(n % 3 == 1), float(n % 3 == 2), 0.1 + n / 100]
     collect.collect(batch)
     select = SelectService(store, loop[1], model_name="m", strategy=default, batch_size=4,
-                           window=timedelta(hours=2))
+                           window=timedelta(hours=2), seed=5)
     end = np.datetime64(NOW.replace(tzinfo=None), "us")
     cands = store.candidates(CandidateFilter("m", "1", end - np.timedelta64(2, "h"), end))
     chosen = select.run(now=NOW).selection
     assert cands.embeddings is not None and cands.embeddings.shape == (12, 4)
-    idx, _ = gradient_spaced(cands.probabilities, cands.embeddings, np.zeros((0, 4)), cands.item_ids, 4)
+    if arm == "badge":  # the service's generator: seeded by its seed, the version and the candidates
+        idx = badge(cands.probabilities, cands.embeddings, 4, selection_rng(5, "1", cands.item_ids))
+    else:
+        idx, _ = gradient_spaced(cands.probabilities, cands.embeddings, np.zeros((0, 4)), cands.item_ids, 4)
     assert [i.item_id for i in chosen.items] == cands.item_ids[idx].tolist()
-    assert chosen.strategy == "gradient_spaced"
+    assert chosen.strategy == "calibration_switch"
+
+
+def test_a_sampled_selection_depends_on_its_inputs_not_on_the_clock():
+    ids = np.array(["a", "b", "c"])
+    draw = [selection_rng(0, "1", ids).integers(1 << 30) for _ in range(2)]
+    assert draw[0] == draw[1]
+    assert selection_rng(0, "2", ids).integers(1 << 30) != draw[0]  # another serving version
+    assert selection_rng(0, "1", ids[:2]).integers(1 << 30) != draw[0]  # other candidates
+    assert selection_rng(1, "1", ids).integers(1 << 30) != draw[0]  # another seed
