@@ -1,9 +1,9 @@
 """Selection at scale in the DuckDB store: 1M and 10M stored predictions of 67 classes.
 
-For every strategy (the four ranked ones, the default ``gradient_spaced``, ``spaced_margin``,
-``distance_margin`` and ``pair_capped_margin``)
-and every size, two figures, each measured in a fresh process so that its peak memory (VmHWM) is its
-own:
+For every strategy (the four ranked ones; ``gradient_spaced`` and ``badge``, the two arms of the default
+``calibration_switch``, which costs what the arm it takes costs; ``spaced_margin``, ``distance_margin``
+and ``pair_capped_margin``) and every size, two figures, each measured in a fresh process so that
+its peak memory (VmHWM) is its own:
 - **top_k**: the best 1,000 candidates by the strategy, without the service. Ranked strategies: the
   store's SQL. Batch-aware ones: the store's shortlist for k = 1,000 (``max(50 k, 5000)`` candidates
   with probabilities and embeddings), the labeled set, and the strategy's NumPy pick of 1,000;
@@ -11,7 +11,7 @@ own:
   record -> copy 100 items to the labeling folder of a local object store), median of 3 runs.
 
 Embeddings are ``--embedding-dim`` floats wide (64 by default: the compact embedding production logs
-by default once the default-strategy work lands, issue 11). The data: a fifth of the rows re-score
+by default, issue 11). The data: a fifth of the rows re-score
 an item, a tenth belong to an older model version, 1,000 items are labeled (with embeddings), so
 latest-per-item, the version filter, exclusions and the distance term all do real work. Each data
 set is built once and kept under ``runs/bench/cache/`` (rebuilt when the schema or the builder
@@ -39,7 +39,7 @@ ITEM_FILES = 1000  # item URIs cycle over this many real files, so hand-off copi
 TOP_K = 1000
 BATCH = 100
 RANKED = ("least_confidence", "margin", "entropy", "random")
-BATCH_AWARE = ("gradient_spaced", "spaced_margin", "distance_margin", "pair_capped_margin")
+BATCH_AWARE = ("gradient_spaced", "badge", "spaced_margin", "distance_margin", "pair_capped_margin")
 STRATEGIES = (*RANKED, *BATCH_AWARE)
 SEED = 1  # the selection seed: the store keeps random keys for it, the service asks for it
 ROOT = Path("runs/bench")

@@ -33,21 +33,27 @@ def badge(proba: np.ndarray, embeddings: np.ndarray, k: int, rng: np.random.Gene
           chosen: Sequence[int] = ()) -> np.ndarray:
     """BADGE (Ash et al., ICLR 2020): k-means++ seeding over gradient embeddings
     g = (p - onehot(argmax p)) ⊗ h, the gradient of the cross-entropy at the predicted label with
-    respect to the last layer. Distances come from the factorised Gram matrix
-    <g_i, g_j> = <a_i, a_j><h_i, h_j>, so g (classes × width) is never built. The first centre is
+    respect to the last layer. Distances come from the factorised inner product
+    <g_i, g_j> = <a_i, a_j><h_i, h_j>, one Gram column per pick: neither g (classes × width) nor the
+    n × n Gram matrix is built, so memory stays O(n) on a 50,000-candidate shortlist. The first centre is
     the largest gradient (as in the authors' code), then D² sampling; with ``chosen`` the seeding
     continues from those centres. Returns ``chosen`` followed by the new picks."""
     p = np.asarray(proba, dtype=np.float64)
     h = np.asarray(embeddings, dtype=np.float64)
     a = p.copy()
     a[np.arange(len(p)), p.argmax(axis=1)] -= 1.0
-    gram = (a @ a.T) * (h @ h.T)
-    sq = np.diag(gram).copy()
+    sq = (a * a).sum(axis=1) * (h * h).sum(axis=1)  # |g_i|^2
+
+    def dist2(j: int) -> np.ndarray:  # |g_i - g_j|^2 for every i: one Gram column, O(n) memory
+        return np.maximum(sq + sq[j] - 2.0 * (a @ a[j]) * (h @ h[j]), 0.0)
+
     k = min(k, len(p))
     picks = [int(i) for i in chosen]
     if not picks:
         picks.append(int(np.argmax(sq)))
-    d2 = np.maximum(sq[:, None] + sq[picks][None, :] - 2.0 * gram[:, picks], 0.0).min(axis=1)
+    d2 = np.full(len(p), np.inf)
+    for j in picks:
+        d2 = np.minimum(d2, dist2(j))
     while len(picks) < k:
         d2[picks] = 0.0
         total = d2.sum()
@@ -57,7 +63,7 @@ def badge(proba: np.ndarray, embeddings: np.ndarray, k: int, rng: np.random.Gene
             break
         j = int(rng.choice(len(p), p=d2 / total))
         picks.append(j)
-        d2 = np.minimum(d2, np.maximum(sq + sq[j] - 2.0 * gram[j], 0.0))
+        d2 = np.minimum(d2, dist2(j))
     return np.asarray(picks[:k], dtype=np.int64)
 
 

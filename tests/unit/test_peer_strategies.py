@@ -43,3 +43,24 @@ def test_badge_spreads_over_uncertain_gradients_and_cluster_margin_over_clusters
     assert len(set(idx.tolist())) == 8 and len(set(y[idx].tolist())) >= 3
     idx = cluster_margin(p, x, 8, rng, shortlist_factor=10)
     assert len(set(idx.tolist())) == 8 and len(set(y[idx].tolist())) == 4
+
+
+def test_badge_never_builds_the_candidates_gram_matrix():
+    """The default's overconfident arm runs on the store's shortlist (up to 50,000 candidates): its
+    memory grows with n, not n² (6,000 candidates: a Gram matrix alone would take 288 MB)."""
+    import tracemalloc
+
+    from shared.core.peers import badge
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    p = rng.dirichlet(np.ones(10), size=n).astype(np.float32)
+    h = rng.normal(size=(n, 64)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        picks = badge(p, h, 50, rng)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(set(picks.tolist())) == 50
+    assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"
