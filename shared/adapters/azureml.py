@@ -30,6 +30,12 @@ class RegisteredModel:
     tags: dict[str, str]
     confidence: float | None = None  # mean top-class probability on the metric's split
 
+    @classmethod
+    def from_tags(cls, name: str, version: str, tags: dict[str, str], *, metric: str) -> RegisteredModel:
+        """The figures the training job tagged the version with (an unreadable one is None)."""
+        return cls(name, version, _float(tags.get(metric_tag(metric))), _float(tags.get(baseline_tag(metric))),
+                   tags, _float(tags.get(metric_tag(CONFIDENCE))))
+
 
 def build_ml_client(*, subscription_id: str, resource_group: str, workspace: str) -> Any:
     """An ``MLClient`` on the workspace with ``DefaultAzureCredential`` (identity-based)."""
@@ -75,8 +81,7 @@ class AzureMLAdapter:
             return None
         found = max(matches, key=lambda m: _version_key(str(m.version)))
         tags = {str(k): str(v) for k, v in (found.tags or {}).items()}
-        return RegisteredModel(name, str(found.version), _float(tags.get(metric_tag(metric))),
-                               _float(tags.get(baseline_tag(metric))), tags, _float(tags.get(metric_tag(CONFIDENCE))))
+        return RegisteredModel.from_tags(name, str(found.version), tags, metric=metric)
 
     def start_deploy(self, name: str, version: str) -> None:
         """Point the managed online deployment at ``name:version`` (a rolling update); do not wait.

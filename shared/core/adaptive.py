@@ -21,16 +21,15 @@ from shared.core.strategies import BatchStrategy, register
 from shared.ports import CandidateSet, LabeledSet
 
 
-def calibration_arm(cands: CandidateSet) -> str:
+def calibration_arm(cands: CandidateSet) -> BatchStrategy:
     """The strategy :data:`CALIBRATION_SWITCH` delegates to for these candidates."""
     cal = cands.calibration
-    return BADGE.name if cal is not None and cal.overconfident else GRADIENT_SPACED.name
+    return BADGE if cal is not None and cal.overconfident else GRADIENT_SPACED
 
 
 def _pick(cands: CandidateSet, labeled: LabeledSet, k: int,
           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    arm = BADGE if calibration_arm(cands) == BADGE.name else GRADIENT_SPACED
-    return arm.pick(cands, labeled, k, rng)
+    return calibration_arm(cands).pick(cands, labeled, k, rng)
 
 
 CALIBRATION_SWITCH = register(BatchStrategy(

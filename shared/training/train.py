@@ -98,9 +98,10 @@ def train(manifest: Path, out: Path, *, class_names: list[str], checkpoint: Path
         if base.coef.shape[0] != len(class_names):
             raise TrainingError(f"the checkpoint has {base.coef.shape[0]} classes, the manifest {len(class_names)}")
     weights = train_head(feats[train_rows], targets[train_rows], len(class_names), base=base)
+    proba = predict_proba(weights, feats[test])
     metrics: dict[str, float | int | None] = {
-        metric: accuracy(weights, feats[test], targets[test]),
-        CONFIDENCE: mean_confidence(predict_proba(weights, feats[test])),
+        metric: float(np.mean(proba.argmax(axis=1) == targets[test])),
+        CONFIDENCE: mean_confidence(proba),
         f"baseline_{metric}": accuracy(base, feats[test], targets[test]) if base is not None else None,
         "n_train": int(train_rows.sum()), "n_eval": int(test.sum()),
     }

@@ -28,10 +28,9 @@ from azure.storage.blob import BlobServiceClient
 from werkzeug import Request, Response
 
 from shared.adapters.azureml import RegisteredModel, _version_key
-from shared.core.calibration import CONFIDENCE
 from shared.core.exports import datastore_url, write_csv_export
 from shared.core.naming import item_id_from_path
-from shared.core.orchestration import TAG_CORRELATION, baseline_tag, metric_tag
+from shared.core.orchestration import TAG_CORRELATION
 from tests.support.loopback import LoopbackServer
 
 CONTAINER = "aml-standin"
@@ -80,9 +79,7 @@ class StandinAzureML:
         if not found:
             return None
         m = max(found, key=lambda m: _version_key(m.version))
-        return RegisteredModel(name, m.version, _float(m.tags.get(metric_tag(metric))),
-                               _float(m.tags.get(baseline_tag(metric))), m.tags,
-                               _float(m.tags.get(metric_tag(CONFIDENCE))))
+        return RegisteredModel.from_tags(name, m.version, m.tags, metric=metric)
 
     def ensure_deployment(self, name: str, version: str, **_: Any) -> None:
         self.start_deploy(name, version)
@@ -201,10 +198,3 @@ class LabelingStandIn(LoopbackServer):
 
 def _json(body: Any, status: int) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
