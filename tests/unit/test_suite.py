@@ -1,6 +1,6 @@
 import numpy as np
 
-from bench.suite import figures
+from bench.suite import figures, paired_aulc
 from bench.suite_data import OCR_FILE, blobs10_noisy
 from shared.sim.datasets import load_dataset
 from shared.sim.report import Curve
@@ -22,3 +22,34 @@ def test_suite_sets_ship_or_render_offline():
     assert x.shape == (200, 32) and len(set(y.tolist())) == 10
     d = load_dataset(str(OCR_FILE))  # the committed pretrained-network features
     assert len(d.class_names) == 67 and d.items.shape == (4020, 120) and not d.is_images
+
+
+def test_paired_aulc_is_the_mean_per_seed_difference_with_a_t_interval():
+    labels = [0, 100, 200]
+    a = Curve("a", labels, np.array([[0.5, 0.7, 0.9], [0.5, 0.6, 0.8], [0.5, 0.65, 0.85]]))
+    b = Curve("b", labels, np.array([[0.5, 0.6, 0.8], [0.5, 0.6, 0.8], [0.5, 0.6, 0.8]]))
+    diff, half = paired_aulc(a, b)
+    per_seed = np.array([7.5, 0.0, 3.75])  # trapezoid areas over the 200-label range, in points
+    assert np.isclose(diff, per_seed.mean())
+    assert np.isclose(half, 4.302653 * per_seed.std(ddof=1) / np.sqrt(3), rtol=1e-5)
+    same, zero = paired_aulc(b, b)
+    assert same == 0.0 and zero == 0.0
+
+
+def test_random_redraw_picks_distinct_candidates_uniformly():
+    from bench.suite import RANDOM_REDRAW
+    from shared.core.strategies import BATCH_STRATEGIES
+    from shared.ports import CandidateSet, LabeledSet
+
+    assert BATCH_STRATEGIES["random_redraw"] is RANDOM_REDRAW and not RANDOM_REDRAW.needs_embeddings
+    n = 50
+    cands = CandidateSet(np.array([f"i{i}" for i in range(n)]), np.array([f"u{i}" for i in range(n)]),
+                         np.full((n, 3), 1 / 3), None)
+    labeled = LabeledSet(np.array([], dtype=str), np.array([], dtype=str), None)
+    counts = np.zeros(n)
+    for s in range(400):
+        idx, scores = RANDOM_REDRAW.pick(cands, labeled, 10, np.random.default_rng(s))
+        assert len(set(idx.tolist())) == 10 and np.all(scores == 0)
+        counts[idx] += 1
+    # every candidate equally likely: 80 picks each on average; a rank-by-score bug would pin 10 of them
+    assert counts.min() > 40 and counts.max() < 125
