@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from shared.core.calibration import CONFIDENCE
+from shared.core.calibration import CONFIDENCE, TRAIN_ACCURACY
 from shared.core.orchestration import TAG_CORRELATION, baseline_tag, metric_tag
 from shared.errors import NotFoundError
 
@@ -29,12 +29,13 @@ class RegisteredModel:
     baseline_metric: float | None
     tags: dict[str, str]
     confidence: float | None = None  # mean top-class probability on the metric's split
+    train_accuracy: float | None = None  # accuracy on the rows it was trained on
 
     @classmethod
     def from_tags(cls, name: str, version: str, tags: dict[str, str], *, metric: str) -> RegisteredModel:
         """The figures the training job tagged the version with (an unreadable one is None)."""
         return cls(name, version, _float(tags.get(metric_tag(metric))), _float(tags.get(baseline_tag(metric))),
-                   tags, _float(tags.get(metric_tag(CONFIDENCE))))
+                   tags, _float(tags.get(metric_tag(CONFIDENCE))), _float(tags.get(metric_tag(TRAIN_ACCURACY))))
 
 
 def build_ml_client(*, subscription_id: str, resource_group: str, workspace: str) -> Any:

@@ -110,6 +110,7 @@ class Result:
     candidate_version: str | None = None
     candidate_metric: float | None = None
     candidate_confidence: float | None = None  # mean top-class probability on the metric's split
+    candidate_train_accuracy: float | None = None  # accuracy on the rows it was trained on
     serving_version: str | None = None
     serving_metric: float | None = None
     labels: int = 0
@@ -205,6 +206,7 @@ def retrain_steps(
         res.candidate_version = str(cand["version"])
         res.candidate_metric = _metric(cand.get("metric"))
         res.candidate_confidence = _metric(cand.get("confidence"))
+        res.candidate_train_accuracy = _metric(cand.get("train_accuracy"))
         baseline = cand.get("baseline_metric")
         res.serving_metric = _metric(baseline if baseline is not None
                                      else (prepared.get("serving_metrics") or {}).get(plan.metric))

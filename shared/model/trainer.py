@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from shared.core.calibration import ACCURACY, CONFIDENCE, mean_confidence
+from shared.core.calibration import ACCURACY, CONFIDENCE, TRAIN_ACCURACY, mean_confidence
 from shared.core.records import ModelStatus, ModelVersion
 from shared.errors import TrainingError
 from shared.model.embedding import EMBEDDING_WIDTH
@@ -63,12 +63,13 @@ class LocalTrainer:
         weights = train_head(feats, targets, len(classes), base=base_weights, c=self._c,
                              embedding_width=self._embedding_width)
         acc, confidence = self._measure(weights, classes)
+        train_acc = float(np.mean(predict_proba(weights, feats).argmax(axis=1) == targets))
         baseline = self._measure(base_weights, base.class_names)[0] if base_weights is not None and base else None
         mv = ModelVersion(
             name=self._model_name,
             version=self._registry.next_version(self._model_name),
             class_names=classes,
-            metrics={ACCURACY: acc, CONFIDENCE: confidence},
+            metrics={ACCURACY: acc, CONFIDENCE: confidence, TRAIN_ACCURACY: train_acc},
             status=ModelStatus.CANDIDATE,
             created_at=datetime.now(UTC),
             trained_on_labels=len(manifest.labels),

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from shared.core.calibration import CONFIDENCE
+from shared.core.calibration import CONFIDENCE, TRAIN_ACCURACY
 from shared.core.gate import GateDecision
 from shared.core.orchestration import (
     CANCEL_RUN,
@@ -171,8 +171,9 @@ class _Recording:
     def _candidate(self, res: dict[str, Any], prepared: dict[str, Any]) -> ModelVersion:
         metrics = {} if res.get("candidate_metric") is None else {prepared.get("metric", "accuracy"):
                                                                   float(res["candidate_metric"])}
-        if res.get("candidate_confidence") is not None:
-            metrics[CONFIDENCE] = float(res["candidate_confidence"])
+        for key, figure in (("candidate_confidence", CONFIDENCE), ("candidate_train_accuracy", TRAIN_ACCURACY)):
+            if res.get(key) is not None:
+                metrics[figure] = float(res[key])
         return ModelVersion(
             name=self._model_name, version=str(res["candidate_version"]),
             class_names=tuple(prepared["class_names"]), metrics=metrics,
@@ -221,7 +222,7 @@ class EmbeddedActivities(_Recording):
             return None
         model, metric, baseline = found
         return {"version": model.version, "metric": metric, "baseline_metric": baseline,
-                "confidence": model.metrics.get(CONFIDENCE)}
+                "confidence": model.metrics.get(CONFIDENCE), "train_accuracy": model.metrics.get(TRAIN_ACCURACY)}
 
     def start_deploy(self, payload: dict[str, Any]) -> None:
         model = self._by_version(payload["version"])
@@ -298,7 +299,7 @@ class AzureActivities(_Recording):
         if found is None:
             return None
         return {"version": found.version, "metric": found.metric, "baseline_metric": found.baseline_metric,
-                "confidence": found.confidence}
+                "confidence": found.confidence, "train_accuracy": found.train_accuracy}
 
     def start_deploy(self, payload: dict[str, Any]) -> None:
         self._aml.start_deploy(self._model_name, payload["version"])

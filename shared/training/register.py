@@ -11,19 +11,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.core.calibration import CONFIDENCE
+from shared.core.calibration import CONFIDENCE, TRAIN_ACCURACY
 from shared.core.orchestration import TAG_CORRELATION, TAG_METRIC_NAME, baseline_tag, metric_tag
 
 
 def model_tags(metrics: dict[str, Any], *, correlation_id: str, metric: str, job_name: str = "") -> dict[str, str]:
     """The tags: correlation id, the candidate's metric and the checkpoint's on the same split, and
-    the candidate's confidence on that split (the default strategy compares it with the accuracy)."""
+    the candidate's confidence on that split and its accuracy on its training rows (the default
+    strategy compares them with the accuracy)."""
     tags = {TAG_CORRELATION: correlation_id, TAG_METRIC_NAME: metric, metric_tag(metric): str(metrics[metric])}
     baseline = metrics.get(f"baseline_{metric}")
     if baseline is not None:
         tags[baseline_tag(metric)] = str(baseline)
-    if metrics.get(CONFIDENCE) is not None:
-        tags[metric_tag(CONFIDENCE)] = str(metrics[CONFIDENCE])
+    for figure in (CONFIDENCE, TRAIN_ACCURACY):
+        if metrics.get(figure) is not None:
+            tags[metric_tag(figure)] = str(metrics[figure])
     if job_name:
         tags["al_job"] = job_name
     return tags

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from shared.core.calibration import CONFIDENCE, mean_confidence
+from shared.core.calibration import CONFIDENCE, TRAIN_ACCURACY, mean_confidence
 from shared.errors import TrainingError
 from shared.model.head import HeadWeights, predict_proba, to_onnx, train_head
 from shared.model.items import Featurizer
@@ -102,6 +102,7 @@ def train(manifest: Path, out: Path, *, class_names: list[str], checkpoint: Path
     metrics: dict[str, float | int | None] = {
         metric: float(np.mean(proba.argmax(axis=1) == targets[test])),
         CONFIDENCE: mean_confidence(proba),
+        TRAIN_ACCURACY: accuracy(weights, feats[train_rows], targets[train_rows]),
         f"baseline_{metric}": accuracy(base, feats[test], targets[test]) if base is not None else None,
         "n_train": int(train_rows.sum()), "n_eval": int(test.sum()),
     }

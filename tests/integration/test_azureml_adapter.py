@@ -100,9 +100,11 @@ def test_find_model_by_correlation_tag_and_reads_its_metrics(adapter, ml):
     assert adapter.find_model("m", "cid", metric="accuracy") is None  # no model of that name yet
     ml.model_versions += [Model(name="m", version="6", tags={TAG_CORRELATION: "old"}),
                           Model(name="m", version="7", tags={TAG_CORRELATION: "cid", "al_accuracy": "0.91",
-                                                            "al_baseline_accuracy": "0.88", "al_confidence": "0.95"})]
+                                                            "al_baseline_accuracy": "0.88", "al_confidence": "0.95",
+                                                            "al_train_accuracy": "0.99"})]
     found = adapter.find_model("m", "cid", metric="accuracy")
-    assert (found.version, found.metric, found.baseline_metric, found.confidence) == ("7", 0.91, 0.88, 0.95)
+    assert (found.version, found.metric, found.baseline_metric, found.confidence, found.train_accuracy) == \
+        ("7", 0.91, 0.88, 0.95, 0.99)
     assert adapter.find_model("m", "nope", metric="accuracy") is None
 
 
@@ -191,7 +193,7 @@ def test_record_marks_a_deployed_candidate_serving_and_keeps_labels_pending_othe
     acts = AzureActivities(store, objects, FakeGitHub(), adapter, model_name="m", workflow="w", ref="main")
     prepared = acts.prepare({"correlation_id": "c2"})
     result = {"outcome": "rejected", "reason": "worse", "correlation_id": "c2", "candidate_version": "7",
-              "candidate_metric": 0.5, "candidate_confidence": 0.75}
+              "candidate_metric": 0.5, "candidate_confidence": 0.75, "candidate_train_accuracy": 0.625}
     acts.record({"result": result, "prepared": prepared})
     assert store.serving_version("m").version == "6"
     assert store.get_model_version("m", "7").status is ModelStatus.REJECTED
@@ -199,7 +201,8 @@ def test_record_marks_a_deployed_candidate_serving_and_keeps_labels_pending_othe
     acts.record({"result": {**result, "outcome": "deployed", "correlation_id": "c3"}, "prepared": prepared})
     serving = store.serving_version("m")
     assert serving.version == "7" and serving.trained_on_labels == 3
-    assert serving.metrics == {"accuracy": 0.5, "confidence": 0.75}  # what the default strategy reads
+    # what the default strategy reads
+    assert serving.metrics == {"accuracy": 0.5, "confidence": 0.75, "train_accuracy": 0.625}
 
 
 def test_the_workflow_declares_exactly_the_inputs_the_client_sends():
@@ -254,12 +257,14 @@ def test_the_training_entry_point_trains_evaluates_and_registers_with_the_tags(t
     assert metrics["accuracy"] >= 0.9 and metrics["baseline_accuracy"] is not None
     assert metrics["n_train"] + metrics["n_eval"] == 40 and metrics["n_eval"] > 0
     assert 0.5 <= metrics["confidence"] <= 1.0  # mean top-class probability on the held-out split
+    assert metrics["train_accuracy"] >= 0.9  # on the rows it trained on (a separable toy set)
     assert {p.name for p in second.iterdir()} >= {"model.onnx", "head.npz", "meta.json", "metrics.json"}
     version = reg.register(ml, second, name="m", correlation_id="cidX", metric="accuracy", job_name="job1")
     found = adapter.find_model("m", "cidX", metric="accuracy")
     assert found.version == version and found.metric == pytest.approx(metrics["accuracy"])
     assert found.baseline_metric == pytest.approx(metrics["baseline_accuracy"])
     assert found.confidence == pytest.approx(metrics["confidence"])
+    assert found.train_accuracy == pytest.approx(metrics["train_accuracy"])
 
 
 def test_the_training_entry_point_refuses_a_bad_manifest(tmp_path):

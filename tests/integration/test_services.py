@@ -11,6 +11,7 @@ from shared.adapters.duckdb_store import DuckDBStore
 from shared.adapters.local_objects import LocalFolderObjectStore
 from shared.core.exports import datastore_url, write_csv_export
 from shared.core.records import ModelStatus, ModelVersion
+from shared.core.uncertainty import rank_order
 from shared.errors import BatchRejectedError, ExportFormatError
 from shared.model.items import Featurizer, encode_png
 from shared.model.registry import LocalModelRegistry
@@ -169,9 +170,11 @@ def test_retrain_gates_and_deploys(tmp_path, loop):
     scorer = registry.scorer(first.candidate)
     proba = scorer.predict_proba(evaluation.features)
     assert proba.argmax(axis=1).tolist() == [0, 1]
-    # Accuracy and confidence on the same evaluation set, stored with the serving version.
+    # Accuracy and confidence on the same evaluation set, and accuracy on the training labels, stored
+    # with the serving version.
     stored = store.serving_version("m").metrics
     assert stored["accuracy"] == 1.0 and stored["confidence"] == pytest.approx(proba.max(axis=1).mean(), abs=1e-6)
+    assert stored["train_accuracy"] == 1.0
     # A worse candidate (the gate sees a lower metric) is recorded as rejected and not deployed.
     worse = trainer
     real = worse.train
@@ -191,6 +194,8 @@ def test_retrain_gates_and_deploys(tmp_path, loop):
     ({}, "gradient_spaced"),                                    # no calibration recorded
     ({"accuracy": 0.8, "confidence": 0.6}, "gradient_spaced"),  # not overconfident on held-out labels
     ({"accuracy": 0.3, "confidence": 0.7}, "badge"),            # overconfident
+    ({"accuracy": 0.3, "confidence": 0.7, "train_accuracy": 1.0}, "badge"),  # overconfident, fits its labels
+    ({"accuracy": 0.5, "confidence": 0.7, "train_accuracy": 0.6}, "margin"),  # fit-limited: 0.4 > 0.1
 ])
 def test_the_default_picks_by_the_serving_versions_calibration_on_the_stored_embeddings(loop, metrics, arm):
     from shared.core.batch import gradient_spaced
@@ -211,10 +216,15 @@ def test_the_default_picks_by_the_serving_versions_calibration_on_the_stored_emb
                            window=timedelta(hours=2), seed=5)
     end = np.datetime64(NOW.replace(tzinfo=None), "us")
     cands = store.candidates(CandidateFilter("m", "1", end - np.timedelta64(2, "h"), end))
+    ranked = SelectService(store, loop[1], model_name="m", strategy="margin", batch_size=4,
+                           window=timedelta(hours=2), seed=5).preview(now=NOW)  # before the run takes them
     chosen = select.run(now=NOW).selection
     assert cands.embeddings is not None and cands.embeddings.shape == (12, 4)
     if arm == "badge":  # the service's generator: seeded by its seed, the version and the candidates
         idx = badge(cands.probabilities, cands.embeddings, 4, selection_rng(5, "1", cands.item_ids))
+    elif arm == "margin":  # what the ranked margin strategy picks from the store
+        idx = rank_order("margin", cands.item_ids, cands.probabilities)[:4]
+        assert [i.item_id for i in ranked.selection.items] == cands.item_ids[idx].tolist()
     else:
         idx, _ = gradient_spaced(cands.probabilities, cands.embeddings, np.zeros((0, 4)), cands.item_ids, 4)
     assert [i.item_id for i in chosen.items] == cands.item_ids[idx].tolist()
