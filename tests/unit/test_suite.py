@@ -1,7 +1,7 @@
 import numpy as np
 
 from bench.suite import figures, paired_aulc
-from bench.suite_data import OCR_FILE, blobs10_noisy
+from bench.suite_data import OCR_FILE, SEATTLE_FILE, blobs10_noisy, blobs12_uneven, multimodal6, seattle_weather
 from shared.sim.datasets import load_dataset
 from shared.sim.report import Curve
 
@@ -22,6 +22,22 @@ def test_suite_sets_ship_or_render_offline():
     assert x.shape == (200, 32) and len(set(y.tolist())) == 10
     d = load_dataset(str(OCR_FILE))  # the committed pretrained-network features
     assert len(d.class_names) == 67 and d.items.shape == (4020, 120) and not d.is_images
+    w = load_dataset(str(SEATTLE_FILE))  # the committed real tabular set
+    assert w.class_names == ("drizzle", "fog", "rain", "snow", "sun") and w.items.shape == (1461, 6)
+    for make, classes, dim in ((blobs12_uneven, 12, 16), (multimodal6, 6, 24)):
+        x, y = make(n=240)
+        assert x.shape == (240, dim) and len(set(y.tolist())) == classes
+
+
+def test_seattle_weather_reads_the_csv_into_standardised_features():
+    text = ("date,precipitation,temp_max,temp_min,wind,weather\n"
+            "2012/01/01,0.0,12.8,5.0,4.7,drizzle\n2012/07/02,10.9,25.6,12.8,4.5,rain\n"
+            "2012/10/03,0.8,11.7,7.2,2.3,sun\n")
+    x, y = seattle_weather(text)
+    assert x.shape == (3, 6) and y.tolist() == ["drizzle", "rain", "sun"]
+    np.testing.assert_allclose(x.mean(axis=0), 0, atol=1e-6)
+    np.testing.assert_allclose(x.std(axis=0), 1, atol=1e-5)
+    assert x[1, 0] > x[2, 0] > x[0, 0]  # precipitation keeps its order
 
 
 def test_paired_aulc_is_the_mean_per_seed_difference_with_a_t_interval():
