@@ -106,6 +106,11 @@ def bootstrap(args: argparse.Namespace) -> int:
 
 
 def _sizes(args: argparse.Namespace, dataset: str, n_items: int) -> dict[str, int]:
+    """The plan's sizes: what the user gave, else the preset's (built-in sets) or the generic ones.
+    When the generic labels (200 initial + 15 rounds x 100) do not fit a user's set and none of
+    initial, batch and scored was given, the initial set and the batch shrink to 4 % of the pool
+    (in tens, at least 10) and the scored sample to ten batches: the proportions of the digits
+    preset, which labels 800 of digits' 1,257-item pool."""
     base = PRESETS.get(dataset, GENERIC)
     sizes = {}
     for key, value in base.items():
@@ -116,6 +121,11 @@ def _sizes(args: argparse.Namespace, dataset: str, n_items: int) -> dict[str, in
             sizes[key] = int(n_items * value)
         else:
             sizes[key] = value
+    pool = n_items - sizes["test_size"] - sizes["val_size"]
+    scalable = dataset not in PRESETS and all(getattr(args, k) is None for k in ("initial", "batch", "scored"))
+    if scalable and pool > 0 and sizes["initial"] + sizes["rounds"] * sizes["batch"] > pool:
+        step = max(10, int(pool * 0.04) // 10 * 10)
+        sizes.update(initial=step, batch=step, scored=10 * step)
     for key, value in sizes.items():
         if value < 1:
             raise ActiveLearningError(f"--{key.replace('_', '-')} must be at least 1, got {value}")

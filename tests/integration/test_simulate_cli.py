@@ -70,3 +70,35 @@ def test_bad_folders_and_npz_files(tmp_path):
     np.savez(npz, features=np.zeros((10, 3)))
     result = run("--dataset", str(npz))
     assert result.returncode == 2 and "no 'labels' array" in result.stderr
+
+
+def _no_sizes(**given):
+    import argparse
+
+    keys = ("initial", "rounds", "batch", "scored", "test_size", "val_size")
+    return argparse.Namespace(**{k: given.get(k) for k in keys})
+
+
+def test_a_users_small_set_gets_sizes_that_fit_it():
+    from shared.cli import _sizes
+
+    big = _sizes(_no_sizes(), "", 4000)  # the generic plan fits: unchanged
+    assert (big["initial"], big["batch"], big["scored"], big["rounds"]) == (200, 100, 1000, 15)
+    small = _sizes(_no_sizes(), "", 1461)  # pool 1,096: 4 % in tens
+    assert (small["initial"], small["batch"], small["scored"], small["rounds"]) == (40, 40, 400, 15)
+    assert small["initial"] + small["rounds"] * small["batch"] <= 1461 - small["test_size"] - small["val_size"]
+    # what the user gave is kept, even when it does not fit (the plan check names it)
+    assert _sizes(_no_sizes(batch=100), "", 1461)["batch"] == 100
+    assert _sizes(_no_sizes(), "digits", 1797)["batch"] == 50  # presets stay as they are
+
+
+def test_a_small_npz_runs_with_no_sizes_given(tmp_path):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "small.npz"
+    y = rng.integers(0, 3, 400)
+    np.savez(npz, features=(rng.normal(size=(400, 5)) + y[:, None]).astype(np.float32), labels=y)
+    out = tmp_path / "run"
+    assert main(["simulate", "--dataset", str(npz), "--strategies", "margin,random", "--seeds", "1",
+                 "--rounds", "2", "--workers", "1", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["strategies"]["margin"]["labels"] == [10, 20, 30]
