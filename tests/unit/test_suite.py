@@ -69,3 +69,17 @@ def test_random_redraw_picks_distinct_candidates_uniformly():
         counts[idx] += 1
     # every candidate equally likely: 80 picks each on average; a rank-by-score bug would pin 10 of them
     assert counts.min() > 40 and counts.max() < 125
+
+
+def test_a_suite_run_keeps_the_curves_and_drops_the_runs_item_files(tmp_path):
+    from bench.suite import run_dataset
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    npz = tmp_path / "small.npz"
+    np.savez(npz, features=(rng.normal(size=(400, 5)) + y[:, None]).astype(np.float32), labels=y)
+    curves, meta, wall = run_dataset("small", str(npz), ["margin", "random"], 1, tmp_path / "suite", False, 1)
+    assert set(curves) == {"margin", "random"} and meta == {"n_items": 400, "n_classes": 3} and wall > 0
+    assert curves["random"].labels[:2] == [10, 20]  # the CLI's sizes for a set this small
+    (run,) = (tmp_path / "suite" / "small").glob("run-*")
+    assert (run / "summary.json").exists() and not (run / "work").exists()
