@@ -3,7 +3,7 @@
 
 Prints the figures the performance targets are judged by and writes runs/bench/figures-<which>.json
 (for ``selection``, exactly the selection bench's document: see bench/selection_scale.py).
-``suite`` (not part of ``all``: about 25 minutes on 2 cores) runs the strategy suite and writes
+``suite`` (not part of ``all``: about 27 minutes on 2 cores) runs the strategy suite and writes
 runs/bench/suite.json; ``--datasets``, ``--strategies``, ``--reuse`` narrow it.
 """
 
