@@ -80,31 +80,28 @@ def photos17(per_class: int = 240, size: int = 64, seed: int = 0) -> tuple[np.nd
     return np.stack(images)[order], np.asarray(labels)[order], [n for n, _ in photos]
 
 
-def blobs10_noisy(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _classification(n: int, seed: int, **shape: object) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``make_classification`` as float32 features and integer classes."""
     from sklearn.datasets import make_classification
 
-    x, y = make_classification(n_samples=n, n_features=32, n_informative=16, n_redundant=8,
-                               n_classes=10, n_clusters_per_class=2, flip_y=0.05, class_sep=1.5,
-                               random_state=seed)
+    x, y = make_classification(n_samples=n, random_state=seed, **shape)
     return x.astype(np.float32), y
+
+
+def blobs10_noisy(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    return _classification(n, seed, n_features=32, n_informative=16, n_redundant=8, n_classes=10,
+                           n_clusters_per_class=2, flip_y=0.05, class_sep=1.5)
 
 
 def blobs20_clean(n: int = 4000, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import make_classification
-
-    x, y = make_classification(n_samples=n, n_features=32, n_informative=20, n_redundant=4,
-                               n_classes=20, n_clusters_per_class=1, flip_y=0.0, class_sep=1.0,
-                               random_state=seed)
-    return x.astype(np.float32), y
+    return _classification(n, seed, n_features=32, n_informative=20, n_redundant=4, n_classes=20,
+                           n_clusters_per_class=1, flip_y=0.0, class_sep=1.0)
 
 
 def tab5_imbalanced(n: int = 4000, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import make_classification
-
-    x, y = make_classification(n_samples=n, n_features=20, n_informative=10, n_redundant=4,
-                               n_classes=5, n_clusters_per_class=2, weights=[0.5, 0.25, 0.12, 0.08, 0.05],
-                               flip_y=0.01, class_sep=1.0, random_state=seed)
-    return x.astype(np.float32), y
+    return _classification(n, seed, n_features=20, n_informative=10, n_redundant=4, n_classes=5,
+                           n_clusters_per_class=2, weights=[0.5, 0.25, 0.12, 0.08, 0.05], flip_y=0.01,
+                           class_sep=1.0)
 
 
 def seattle_weather(csv_text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -134,12 +131,8 @@ def blobs12_uneven(n: int = 4000, seed: int = 4) -> tuple[np.ndarray, np.ndarray
 
 
 def multimodal6(n: int = 4000, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import make_classification
-
-    x, y = make_classification(n_samples=n, n_features=24, n_informative=12, n_redundant=4,
-                               n_classes=6, n_clusters_per_class=3, flip_y=0.03, class_sep=2.0,
-                               random_state=seed)
-    return x.astype(np.float32), y
+    return _classification(n, seed, n_features=24, n_informative=12, n_redundant=4, n_classes=6,
+                           n_clusters_per_class=3, flip_y=0.03, class_sep=2.0)
 
 
 def ocr_features(images: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -179,11 +172,6 @@ def build(out: Path, *, ocr: bool = False, seattle: bool = False) -> dict[str, P
         images, labels, names = photos17()
         np.savez_compressed(p, images=images, labels=np.asarray(names)[labels])
     paths["photos17"] = p
-    p = out / "blobs10_noisy.npz"
-    if not p.exists():
-        x, y = blobs10_noisy()
-        np.savez_compressed(p, features=x, labels=np.asarray([f"class_{v}" for v in y]))
-    paths["blobs10_noisy"] = p
     if ocr or not OCR_FILE.exists():
         from shared.sim.glyphs import GLYPH_CLASSES, render_glyphs67
 
@@ -192,12 +180,6 @@ def build(out: Path, *, ocr: bool = False, seattle: bool = False) -> dict[str, P
         np.savez_compressed(OCR_FILE, features=ocr_features(images).astype(np.float16),
                             labels=np.asarray(GLYPH_CLASSES)[labels])
     paths["glyphs67_ocr"] = OCR_FILE
-    for name, make in (("blobs20_clean", blobs20_clean), ("tab5_imbalanced", tab5_imbalanced)):
-        p = out / f"{name}.npz"
-        if not p.exists():
-            x, y = make()
-            np.savez_compressed(p, features=x, labels=np.asarray([f"class_{v}" for v in y]))
-        paths[name] = p
     if ocr or not PHOTOS_OCR_FILE.exists():
         images, labels, names = photos17(seed=1)
         DATA.mkdir(parents=True, exist_ok=True)
@@ -212,7 +194,9 @@ def build(out: Path, *, ocr: bool = False, seattle: bool = False) -> dict[str, P
         DATA.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(SEATTLE_FILE, features=x, labels=labels)
     paths["seattle_weather"] = SEATTLE_FILE
-    for name, make in (("blobs12_uneven", blobs12_uneven), ("multimodal6", multimodal6)):
+    tabular = (("blobs10_noisy", blobs10_noisy), ("blobs20_clean", blobs20_clean),
+               ("tab5_imbalanced", tab5_imbalanced), ("blobs12_uneven", blobs12_uneven), ("multimodal6", multimodal6))
+    for name, make in tabular:
         p = out / f"{name}.npz"
         if not p.exists():
             x, y = make()

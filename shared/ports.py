@@ -26,8 +26,8 @@ class CandidateSet:
     item_uris: np.ndarray  # str (n,)
     probabilities: np.ndarray  # float32 (n, c)
     embeddings: np.ndarray | None  # float32 (n, d)
-    # The scoring model's accuracy and confidence on its held-out labels (None: not recorded); the
-    # select service sets it from the serving version's metrics.
+    # The scoring model's accuracy and confidence on its held-out labels and its training accuracy
+    # (None: not recorded); the select service sets it from the serving version's metrics.
     calibration: Calibration | None = None
 
     def __len__(self) -> int:

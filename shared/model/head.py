@@ -99,6 +99,11 @@ def predict_proba(weights: HeadWeights, features: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def accuracy(weights: HeadWeights, features: np.ndarray, targets: np.ndarray) -> float:
+    """The share of rows whose top class is their target index."""
+    return float(np.mean(predict_proba(weights, features).argmax(axis=1) == targets))
+
+
 def to_onnx(weights: HeadWeights) -> bytes:
     """Convert with skl2onnx: input ``features`` (n, d) float32 -> ``probabilities`` (n, classes),
     plus ``embedding`` (n, width) = features @ projection when the head has a projection."""

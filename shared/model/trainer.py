@@ -11,7 +11,7 @@ from shared.core.calibration import ACCURACY, CONFIDENCE, TRAIN_ACCURACY, mean_c
 from shared.core.records import ModelStatus, ModelVersion
 from shared.errors import TrainingError
 from shared.model.embedding import EMBEDDING_WIDTH
-from shared.model.head import HeadWeights, predict_proba, to_onnx, train_head
+from shared.model.head import HeadWeights, accuracy, predict_proba, to_onnx, train_head
 from shared.model.items import Featurizer
 from shared.model.registry import LocalModelRegistry
 from shared.ports import ObjectStore, PredictionStore, TrainedCandidate, TrainingManifest
@@ -63,7 +63,7 @@ class LocalTrainer:
         weights = train_head(feats, targets, len(classes), base=base_weights, c=self._c,
                              embedding_width=self._embedding_width)
         acc, confidence = self._measure(weights, classes)
-        train_acc = float(np.mean(predict_proba(weights, feats).argmax(axis=1) == targets))
+        train_acc = accuracy(weights, feats, targets)
         baseline = self._measure(base_weights, base.class_names)[0] if base_weights is not None and base else None
         mv = ModelVersion(
             name=self._model_name,

@@ -22,7 +22,7 @@ import numpy as np
 
 from shared.core.calibration import CONFIDENCE, TRAIN_ACCURACY, mean_confidence
 from shared.errors import TrainingError
-from shared.model.head import HeadWeights, predict_proba, to_onnx, train_head
+from shared.model.head import HeadWeights, accuracy, predict_proba, to_onnx, train_head
 from shared.model.items import Featurizer
 
 
@@ -68,10 +68,6 @@ def held_out(item_id: str, fraction: float) -> bool:
     """Deterministic split: the same item is always on the same side, whatever the run."""
     digest = hashlib.sha256(item_id.encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
-
-
-def accuracy(weights: HeadWeights, features: np.ndarray, targets: np.ndarray) -> float:
-    return float(np.mean(predict_proba(weights, features).argmax(axis=1) == targets))
 
 
 def train(manifest: Path, out: Path, *, class_names: list[str], checkpoint: Path | None, items: Path | None,

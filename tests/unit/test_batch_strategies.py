@@ -89,17 +89,24 @@ def test_spaced_margin_without_labels_is_margin_order_and_ignores_nan_rows():
     assert with_nan.tolist() == idx.tolist()
 
 
-def test_spaced_margin_ignores_labels_logged_under_another_embedding_width():
-    from shared.core.batch import SPACED_MARGIN
+def _labels_under_another_width(seed):
+    """Eight candidates with 4-d embeddings and two labeled items logged with 388-d ones."""
     from shared.ports import CandidateSet, LabeledSet
 
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(seed)
     p = rng.dirichlet(np.ones(3), size=8).astype(np.float32)
     ids = np.array([f"c{n}" for n in range(8)])
     cands = CandidateSet(ids, ids, p, rng.normal(size=(8, 4)).astype(np.float32))
     old = LabeledSet(np.array(["l0", "l1"]), np.array(["a", "b"]), rng.normal(size=(2, 388)).astype(np.float32))
+    return cands, old, rng
+
+
+def test_spaced_margin_ignores_labels_logged_under_another_embedding_width():
+    from shared.core.batch import SPACED_MARGIN
+
+    cands, old, rng = _labels_under_another_width(2)
     idx, _ = SPACED_MARGIN.pick(cands, old, 3, rng)
-    assert idx.tolist() == np.lexsort((ids, margin(p)))[:3].tolist()
+    assert idx.tolist() == np.lexsort((cands.item_ids, margin(cands.probabilities)))[:3].tolist()
 
 
 def _eager_greedy(base, d, emb, tiebreak, k, weight):
@@ -203,13 +210,9 @@ def test_gradient_spaced_discounts_an_item_next_to_a_labeled_twin_and_falls_back
 
 def test_every_embedding_strategy_leaves_out_labels_logged_under_another_width():
     from shared.core.batch import DISTANCE_MARGIN, GRADIENT_SPACED, SPACED_MARGIN
-    from shared.ports import CandidateSet, LabeledSet
+    from shared.ports import LabeledSet
 
-    rng = np.random.default_rng(3)
-    p = rng.dirichlet(np.ones(3), size=8).astype(np.float32)
-    ids = np.array([f"c{n}" for n in range(8)])
-    cands = CandidateSet(ids, ids, p, rng.normal(size=(8, 4)).astype(np.float32))
-    old = LabeledSet(np.array(["l0", "l1"]), np.array(["a", "b"]), rng.normal(size=(2, 388)).astype(np.float32))
+    cands, old, rng = _labels_under_another_width(3)
     none = LabeledSet(np.array([], dtype=str), np.array([], dtype=str), None)
     for strategy in (DISTANCE_MARGIN, SPACED_MARGIN, GRADIENT_SPACED):
         with_old, _ = strategy.pick(cands, old, 3, rng)  # distance_margin raised a shape error here
