@@ -7,9 +7,9 @@ a file lock — the simulation's and ``al``'s layout.
 Azure Data Explorer (Predictions, Selections, Labels, ModelVersions: :class:`AdxStore`), Blob
 Storage (items, landing, labeling input, manifests, models; exports, reports and quarantine in the
 exports account), Queue Storage (retrain requests, with their watermark in a blob), a blob lease as
-the selection lock, Azure ML Data Labeling for exports. Identity-based (``DefaultAzureCredential``);
-a storage connection string only for Azurite. Nothing is written to the instance's disk, and a
-missing setting raises :class:`ConfigurationError` naming it — never a local fallback.
+the selection lock, the dedicated labeling account and Label Studio for human labeling.
+Identity-based (``DefaultAzureCredential``); a storage connection string only for Azurite. Nothing
+is written to the instance's disk, and a missing setting raises :class:`ConfigurationError` naming it — never a local fallback.
 
 The four ``functions/*/wiring.py`` take what they need from :func:`backend`; tests build a
 :class:`Backend` with client overrides (``credential``, ``blob_service``, ``query_client``,
@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import Any
 
 from shared.errors import ConfigurationError
-from shared.ports import LabelingExports, ObjectStore, PredictionStore, RetrainRequests
+from shared.ports import LabelingTool, ObjectStore, PredictionStore, RetrainRequests
 from shared.services.ingest import Ingestor, PredictionCounts, VersionCount
 from shared.settings import Settings, get_settings, require_azure_settings
 
@@ -182,21 +182,38 @@ class Backend:
                              lease_seconds=self.settings.selection_lease_seconds)
 
     @cached_property
-    def labeling(self) -> LabelingExports | None:
-        """The labeling project to ask for exports (Azure, ``AL_AML_LABELING_JOB``); None embedded or
-        without a project, where exports are written straight into the exports container (by the
-        simulation's oracle, a person, or another labeling tool)."""
-        if "labeling" in self._clients:
-            return self._clients["labeling"]
-        if not self.is_azure or not self.settings.aml_labeling_job:
-            return None
-        from shared.adapters.labeling import AzureMLLabelingExports
+    def labeling_objects(self) -> ObjectStore:
+        """Where the selector copies the items under labeling: in Azure the dedicated labeling account
+        (``AL_LABELING_ACCOUNT_URL``; the only one with an account key, which Label Studio needs), so
+        the loop's own accounts stay keyless and private; embedded, the loop's folder."""
+        if not self.is_azure:
+            return self.objects
+        from shared.adapters.blob_objects import BlobObjectStore
 
+        service = self._clients.get("labeling_blob_service") or self._clients.get("blob_service") \
+            or self._blob_service(self.settings.labeling_account_url)
+        return BlobObjectStore(service)
+
+    @cached_property
+    def labeling_tool(self) -> LabelingTool | None:
+        """The Label Studio project (``AL_LABEL_STUDIO_*``). Required in Azure (the settings check
+        stops an app without it); embedded, None unless configured (the simulation's oracle reads the
+        labeling folder instead)."""
+        if "labeling_tool" in self._clients:
+            return self._clients["labeling_tool"]
         s = self.settings
-        return AzureMLLabelingExports(
-            credential=self.credential, subscription_id=s.aml_subscription_id, resource_group=s.aml_resource_group,
-            workspace=s.aml_workspace, labeling_job=s.aml_labeling_job, arm_url=s.aml_arm_url,
-            export_format=s.export_format)
+        if not s.label_studio_url:
+            if self.is_azure:
+                raise ConfigurationError("setting AL_LABEL_STUDIO_URL is missing (needed with AL_BACKEND=azure)")
+            return None
+        if s.label_studio_project_id is None:
+            raise ConfigurationError("setting AL_LABEL_STUDIO_PROJECT_ID is missing (run `al labeling setup`)")
+        from shared.adapters.label_studio import LabelStudioClient, LabelStudioTool, image_ref_for
+
+        client = LabelStudioClient(s.label_studio_url, s.label_studio_token.get_secret_value(),
+                                   timeout=s.label_studio_timeout_seconds)
+        return LabelStudioTool(client, project_id=s.label_studio_project_id,
+                               image_ref=image_ref_for(self.labeling_objects))
 
 
 _lock = threading.Lock()

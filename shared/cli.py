@@ -61,7 +61,84 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--instance-type", default="Standard_DS3_v2")
     b.add_argument("--image", default="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest")
     b.add_argument("--timeout-minutes", type=float, default=60)
+    lab = sub.add_parser("labeling", help="Label Studio: create or update the model's labeling project")
+    lsub = lab.add_subparsers(dest="action", required=True)
+    su = lsub.add_parser("setup", help="create or update the project (label config from the model's classes, "
+                         "uncertainty sampling, the items' storage, the webhook to the label app); prints its id")
+    su.add_argument("--url", default=None, help="Label Studio's base URL (default: AL_LABEL_STUDIO_URL); the "
+                    "token is read from AL_LABEL_STUDIO_TOKEN, never from the command line")
+    su.add_argument("--project-id", type=int, default=None, help="update this project (default: "
+                    "AL_LABEL_STUDIO_PROJECT_ID, else the project titled --title, else a new one)")
+    su.add_argument("--title", default=None, help="project title (default: the model name)")
+    su.add_argument("--classes", default=None, help="comma-separated classes in the model's order (default: the "
+                    "serving model version's, read from the store of AL_BACKEND)")
+    su.add_argument("--storage", choices=("azure", "localfiles", "none"), default="azure",
+                    help="where Label Studio reads the items: the labeling account (azure, proxy mode) or a "
+                    "local folder (localfiles)")
+    su.add_argument("--storage-account", default="", help="azure: the labeling account's name; its key is read "
+                    "from AL_LABELING_ACCOUNT_KEY")
+    su.add_argument("--container", default=None, help="azure: the labeling container (default: AL_LABELING_CONTAINER)")
+    su.add_argument("--local-path", type=Path, default=None, help="localfiles: the folder holding the labeling "
+                    "container (inside Label Studio's LOCAL_FILES_DOCUMENT_ROOT)")
+    su.add_argument("--webhook-url", default="", help="the label app's /api/labels/webhook URL; its function key "
+                    "is read from AL_LABEL_STUDIO_WEBHOOK_KEY and sent as the x-functions-key header")
     return p
+
+
+def labeling_setup(args: argparse.Namespace) -> int:
+    """``al labeling setup``: the Label Studio project of the model, created or brought up to date;
+    the last stdout line is JSON with its id (what AL_LABEL_STUDIO_PROJECT_ID must say)."""
+    import json
+    import os
+
+    from shared.adapters.label_studio import LabelStudioClient
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    url = args.url or settings.label_studio_url
+    token = settings.label_studio_token.get_secret_value()
+    if not url:
+        raise ActiveLearningError("no Label Studio URL (give --url or set AL_LABEL_STUDIO_URL)")
+    if not token:
+        raise ActiveLearningError("setting AL_LABEL_STUDIO_TOKEN is missing (the loop's Label Studio token)")
+    if args.classes:
+        classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    else:
+        from shared.backends import Backend
+
+        serving = Backend(settings).store.serving_version(settings.model_name)
+        if serving is None:
+            raise ActiveLearningError(f"model {settings.model_name!r} has no serving version to take the classes "
+                                      "from (give --classes, or run al bootstrap first)")
+        classes = serving.class_names
+    storage: dict[str, Any] | None = None
+    container = args.container or settings.labeling_container
+    if args.storage == "azure":
+        key = os.environ.get("AL_LABELING_ACCOUNT_KEY", "")
+        if not args.storage_account or not key:
+            raise ActiveLearningError("--storage azure needs --storage-account and AL_LABELING_ACCOUNT_KEY (the "
+                                      "labeling account's key, which Label Studio's Azure storage requires)")
+        storage = {"type": "azure", "title": f"{container} (labeling account)", "container": container,
+                   "account_name": args.storage_account, "account_key": key, "presign": False,
+                   "use_blob_urls": True, "regex_filter": ""}
+    elif args.storage == "localfiles":
+        if args.local_path is None:
+            raise ActiveLearningError("--storage localfiles needs --local-path")
+        storage = {"type": "localfiles", "title": "labeling items", "path": str(args.local_path.resolve()),
+                   "use_blob_urls": True, "regex_filter": ""}
+    key = os.environ.get("AL_LABEL_STUDIO_WEBHOOK_KEY", "")
+    client = LabelStudioClient(url, token, timeout=settings.label_studio_timeout_seconds)
+    done = client.ensure_project(
+        title=args.title or settings.model_name, class_names=classes,
+        project_id=args.project_id or settings.label_studio_project_id,
+        description=f"Active learning for model {settings.model_name!r}: the least certain items first.",
+        storage=storage, webhook_url=args.webhook_url or None,
+        webhook_headers={"x-functions-key": key} if key else {})
+    print(f"Label Studio {client.version()} at {url}: project {done.project_id} "
+          f"{'created' if done.created else 'updated'} with {len(classes)} classes", file=sys.stderr)
+    print(json.dumps({"project_id": done.project_id, "created": done.created, "storage_id": done.storage_id,
+                      "webhook_id": done.webhook_id}))
+    return 0
 
 
 def bootstrap(args: argparse.Namespace) -> int:
@@ -218,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return simulate(args)
         if args.command == "bootstrap":
             return bootstrap(args)
+        if args.command == "labeling":
+            return labeling_setup(args)
     except ActiveLearningError as exc:
         print(f"al: error: {exc}", file=sys.stderr)
         return 2

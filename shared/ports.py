@@ -7,14 +7,15 @@ for Azure, beside them. Services receive ports; clients are built once per proce
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 import numpy as np
 
 from shared.core.calibration import Calibration
-from shared.core.records import Label, ModelVersion, PredictionBatch, Selection
+from shared.core.records import Label, LabelingTask, ModelVersion, PredictionBatch, Selection
 from shared.core.selection import CandidateFilter, Ranked
 
 
@@ -78,11 +79,22 @@ class PredictionStore(Protocol):
     def mark_handed_off(self, batch_id: str) -> None: ...
 
     def add_labels(self, labels: Sequence[Label]) -> int:
-        """Record labels, except one that is its item's current label already (a repeated or a
-        cumulative export records nothing twice); return how many were new."""
+        """Record answers, except those that change nothing (:func:`shared.core.answers.to_record`: a
+        repeated webhook, catch-up or cumulative export records nothing twice); return how many."""
         ...
 
-    def list_labels(self) -> list[Label]: ...
+    def list_labels(self) -> list[Label]:
+        """The current label of every labeled item (:mod:`shared.core.answers`)."""
+        ...
+
+    def answer_items(self, answer_ids: Sequence[str]) -> dict[str, str]:
+        """The item each recorded answer is about (answer id -> item id)."""
+        ...
+
+    def prediction_guesses(self, model_name: str, model_version: str,
+                           item_ids: Sequence[str]) -> dict[str, tuple[str, float]]:
+        """The version's latest guess per item: (top class, its probability)."""
+        ...
 
     def awaiting_labels(self) -> int:
         """Items handed off to labeling that have no label yet."""
@@ -205,7 +217,20 @@ class RetrainRequests(Protocol):
         ...
 
 
-class LabelingExports(Protocol):
-    """The labeling project, asked to export its labels (Azure ML Data Labeling ``exportLabels``)."""
+class LabelingTool(Protocol):
+    """Where people label: the selector hands tasks over, the label stage reads answers back
+    (Label Studio: :mod:`shared.adapters.label_studio`)."""
 
-    def export_labels(self, *, timeout: float = 600.0) -> object: ...
+    project_id: int
+
+    def version(self) -> str: ...
+
+    def create_tasks(self, batch_id: str, tasks: Sequence[LabelingTask]) -> int:
+        """One task per item of the batch that has none yet (idempotent: a repeated hand-off creates
+        nothing twice); return how many were created."""
+        ...
+
+    def changed_tasks(self, since: datetime | None) -> Iterator[dict[str, Any]]:
+        """The tool's tasks with their annotations, most recently updated first, updated at or after
+        ``since`` (every task when None): what the catch-up reads when a webhook was lost."""
+        ...

@@ -121,21 +121,30 @@ class Settings(BaseSettings):
     activity_retry_attempts: int = Field(3, ge=1, le=10)
     activity_retry_first_seconds: float = Field(30, ge=1)
 
-    # --- Azure backend: where the loop's state lives, and the automatic labeling export ---
-    exports_account_url: str = Field("", description="Blob endpoint of the storage account Azure ML Data "
-                                     "Labeling exports into (the workspace's default storage), e.g. "
+    # --- Azure backend: where the labeling exports land ---
+    exports_account_url: str = Field("", description="Blob endpoint of the storage account historical labeling "
+                                     "exports are dropped into (the exports container), e.g. "
                                      "https://<account>.blob.core.windows.net; reports and quarantine go there too.")
     blob_trigger_source: Literal["EventGrid", "LogsAndContainerScan"] = Field(
         "EventGrid", description="The export blob trigger's source: EventGrid (the only one Flex Consumption "
         "supports) or LogsAndContainerScan (polling, for func start with Azurite).")
-    aml_labeling_job: str = Field("", description="The Azure ML Data Labeling project (labeling job id) "
-                                  "whose labels are exported automatically; empty: no automatic export (the "
-                                  "labeling tool writes its exports into the exports container itself).")
-    export_schedule: str = Field("0 */30 * * * *", pattern=r"^\S+( \S+){5}$",
-                                 description="NCRONTAB of the automatic labeling export.")
-    export_format: Literal["CSV", "Coco"] = "CSV"
-    aml_arm_url: str = Field("https://management.azure.com", pattern=r"^https?://",
-                             description="Azure Resource Manager endpoint (another cloud's, or a test server).")
+
+    # --- labeling: Label Studio (selector_timer hands tasks over, label_export_trigger takes answers back) ---
+    # The token is a secret: in Azure a Key Vault reference in the app setting AL_LABEL_STUDIO_TOKEN; never logged.
+    label_studio_url: str = Field("", pattern=r"^$|^https?://[^\s/]+(/[^\s]*)?$",
+                                  description="Label Studio's base URL, e.g. https://labelstudio.<env>.azurecontainerapps.io")
+    label_studio_token: SecretStr = Field(SecretStr(""), description="A Label Studio personal access token (JWT "
+                                          "refresh token) or a legacy API token of the loop's service user.")
+    label_studio_project_id: int | None = Field(None, ge=1, description="The Label Studio project of the model "
+                                                "(printed by `al labeling setup`).")
+    label_studio_timeout_seconds: float = Field(10.0, gt=0, le=300, description="Per-request timeout.")
+    label_sync_schedule: str = Field("0 * * * * *", pattern=r"^\S+( \S+){5}$",
+                                     description="NCRONTAB of the catch-up that reads annotations changed since "
+                                     "its watermark (Label Studio sends each webhook once, never retried).")
+    labeling_account_url: str = Field("", description="Azure: blob endpoint of the dedicated labeling account "
+                                      "that holds only the items under labeling (AL_LABELING_CONTAINER) and that "
+                                      "Label Studio reads with its account key; the loop's own accounts keep "
+                                      "shared keys disabled.")
 
     # --- selector_timer ---
     # The timer binding reads the app setting AL_SELECTION_SCHEDULE itself (%AL_SELECTION_SCHEDULE%): set it
@@ -151,7 +160,8 @@ class Settings(BaseSettings):
     selection_lock_container: str = Field("selection-lock", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
     selection_lease_seconds: int = Field(60, ge=15, le=60)
     labeling_container: str = Field("labeling-input", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
-                                    description="The Azure ML Data Labeling project's input container.")
+                                    description="Where the selector copies the items it hands to Label Studio "
+                                    "(on the labeling account in Azure); Label Studio reads them from there.")
 
     @field_validator("stages")
     @classmethod
@@ -164,7 +174,8 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown stage(s) {unknown}; known: all, {', '.join(STAGES)}")
         return ",".join(names)
 
-    @field_validator("labels_per_day", "labels_total", "stop_uncertainty_below", mode="before")
+    @field_validator("labels_per_day", "labels_total", "stop_uncertainty_below", "label_studio_project_id",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """An empty app setting means "no limit" (app settings cannot be null)."""
@@ -180,8 +191,9 @@ class Settings(BaseSettings):
 # setting stops the app at start-up, naming it: nothing falls back to a local file or queue.
 _AZURE_NEEDS: dict[str, tuple[str, ...]] = {
     "scoring_collector": (),
-    "selector_timer": (),
-    "label_export_trigger": (),  # + the workspace when AL_AML_LABELING_JOB names a project to export
+    # Human labeling is Label Studio: no stage that hands over or takes back tasks starts without it.
+    "selector_timer": ("label_studio_url", "label_studio_token", "label_studio_project_id"),
+    "label_export_trigger": ("label_studio_url", "label_studio_token", "label_studio_project_id"),
     "github_dispatch": ("github_repository", "github_token", "aml_subscription_id", "aml_resource_group",
                         "aml_workspace", "aml_endpoint", "aml_deployment"),
 }
@@ -196,17 +208,17 @@ def missing_azure_settings(settings: Settings, stages: tuple[str, ...] | None = 
     def empty(name: str) -> bool:
         value = getattr(settings, name)
         value = value.get_secret_value() if isinstance(value, SecretStr) else value
-        return not str(value).strip()
+        return value is None or not str(value).strip()
 
     needs = ["adx_cluster_uri"]
     if empty("storage_connection_string"):  # a connection string is Azurite (development): one account
         needs.append("storage_account_url")
         if "label_export_trigger" in stages:
             needs.append("exports_account_url")
+        if "selector_timer" in stages:
+            needs.append("labeling_account_url")
     for stage in stages:
         needs += [n for n in _AZURE_NEEDS[stage] if n not in needs]
-    if "label_export_trigger" in stages and not empty("aml_labeling_job"):
-        needs += [n for n in ("aml_subscription_id", "aml_resource_group", "aml_workspace") if n not in needs]
     return [f"{ENV_PREFIX}{n.upper()}" for n in needs if empty(n)]
 
 

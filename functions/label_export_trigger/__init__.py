@@ -1,1 +1,2 @@
-"""Blob trigger: Azure ML Data Labeling exports -> labels -> retrain request (filled by the label issue)."""
+"""Label Studio's answers (webhook + catch-up) and historical labeling exports (blob trigger)
+-> labels -> retrain request."""

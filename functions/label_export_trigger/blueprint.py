@@ -10,8 +10,13 @@
   export, and the host's retry is the last resort.
 * ``labels_replay``: ``POST /api/labels/replay`` ``{"export": "<name>", "source": "quarantine"}``.
 * ``labels_stats``: ``GET /api/labels/stats``.
-* ``labels_request_export``: timer on ``%AL_EXPORT_SCHEDULE%``, and ``POST /api/labels/export``: ask
-  Azure ML Data Labeling to export while handed-off items await labels (no manual Export click).
+* ``labels_webhook``: ``POST /api/labels/webhook`` (function key, which Label Studio sends as an
+  ``x-functions-key`` header): Label Studio's annotation webhooks. It records and answers at once
+  (Label Studio waits ``WEBHOOK_TIMEOUT``, sends once and never retries); a body it cannot read is a
+  400, refused annotations are named in the answer and in a report.
+* ``labels_sync``: timer on ``%AL_LABEL_SYNC_SCHEDULE%`` (every minute by default), and ``POST
+  /api/labels/sync`` (admin): the catch-up that reads the annotations changed since its watermark, so
+  a lost webhook still arrives.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import logging
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from functions.label_export_trigger.wiring import exports_path, intake, requester
-from shared.errors import ActiveLearningError, NotFoundError
+from functions.label_export_trigger.wiring import annotations, exports_path, intake
+from shared.errors import ActiveLearningError, NotFoundError, UnavailableError
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -65,18 +70,33 @@ def labels_export(blob: func.InputStream) -> None:
     log.log(level, "export %s/%s: %s", container, name, json.dumps(outcome.as_dict()))
 
 
-@bp.function_name("labels_request_export")
-@bp.timer_trigger(arg_name="timer", schedule="%AL_EXPORT_SCHEDULE%", run_on_startup=False)
-def labels_request_export(timer: func.TimerRequest) -> None:
-    """Ask the labeling project for an export while handed-off items await labels."""
-    log.info("labeling export: %s", json.dumps(requester().run()))
+@bp.function_name("labels_webhook")
+@bp.route(route="labels/webhook", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def labels_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        result = annotations().webhook(req.get_body() or b"")
+    except ValueError as exc:
+        return _json({"error": "invalid webhook body", "problems": [{"field": "body", "reason": str(exc)}]}, 400)
+    except UnavailableError as exc:
+        return _json({"error": str(exc)}, 503)
+    return _json(result.as_dict(), 200)
 
 
-@bp.function_name("labels_export_now")
-@bp.route(route="labels/export", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
-def labels_export_now(req: func.HttpRequest) -> func.HttpResponse:
-    """Ask for an export now (what the timer does)."""
-    return _json(requester().run(), 200)
+@bp.function_name("labels_sync")
+@bp.timer_trigger(arg_name="timer", schedule="%AL_LABEL_SYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def labels_sync(timer: func.TimerRequest) -> None:
+    """The catch-up: annotations changed in Label Studio since the watermark."""
+    log.info("label studio catch-up: %s", json.dumps(annotations().sync().as_dict()))
+
+
+@bp.function_name("labels_sync_now")
+@bp.route(route="labels/sync", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+def labels_sync_now(req: func.HttpRequest) -> func.HttpResponse:
+    """Run the catch-up now (what the timer does)."""
+    try:
+        return _json(annotations().sync().as_dict(), 200)
+    except UnavailableError as exc:
+        return _json({"error": str(exc)}, 503)
 
 
 @bp.function_name("labels_replay")

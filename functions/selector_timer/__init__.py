@@ -1,1 +1,1 @@
-"""Timer + admin HTTP: uncertainty selection -> Azure ML Data Labeling input (filled by the selector issue)."""
+"""Timer + admin HTTP: uncertainty selection -> Label Studio tasks."""

@@ -12,7 +12,7 @@ from typing import Any
 import azure.functions as func
 
 from shared.core import strategies
-from shared.errors import SelectionError
+from shared.errors import SelectionError, UnavailableError
 from shared.services.select import SelectionResult, SelectService
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,20 @@ def run(req: func.HttpRequest, service: SelectService) -> func.HttpResponse:
     if isinstance(args, func.HttpResponse):
         return args
     strategy, k = args
-    result = service.run(strategy=strategy, k=k)
+    try:
+        result = service.run(strategy=strategy, k=k)
+    except UnavailableError as exc:  # the labeling tool is down: the batch is kept, the next run hands it off
+        return func.HttpResponse(json.dumps({"status": "handoff_pending", "reason": str(exc)}), status_code=503,
+                                 mimetype="application/json", headers={"Retry-After": "60"})
     status = 409 if result.status == "busy" else 200
     return func.HttpResponse(json.dumps(_body(result)), status_code=status, mimetype="application/json")
 
 
-def on_timer(timer: func.TimerRequest, service: SelectService) -> SelectionResult:
+def on_timer(timer: func.TimerRequest, service: SelectService) -> SelectionResult | None:
     if timer.past_due:
         log.info("selection timer is past due; running now")
-    return service.run()
+    try:
+        return service.run()
+    except UnavailableError as exc:
+        log.warning("selection: hand-off to labeling pending, the next run finishes it: %s", exc)
+        return None

@@ -1,5 +1,6 @@
 """The selector's wiring: the select service on the ports of the process's backend (:mod:`shared.backends`):
-DuckDB, a local folder and a file lock embedded; ADX, Blob Storage and a blob lease in Azure."""
+DuckDB, a local folder and a file lock embedded; ADX, Blob Storage and a blob lease in Azure; Label Studio
+for the tasks (required in Azure, optional embedded)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def build_select_service(settings: Settings, *, ports: Backend | None = None, **
         stop_uncertainty_below=settings.stop_uncertainty_below,
         # embedded: file:// inside the object store only (it cannot fetch https)
         allowed_item_hosts=settings.allowed_item_host_list if settings.backend == "azure" else (),
+        labeling_objects=ports.labeling_objects if ports.is_azure else None, tool=ports.labeling_tool,
     )
 
 

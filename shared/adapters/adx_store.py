@@ -28,6 +28,8 @@ the caller builds the clients once per process.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import json
 import uuid
@@ -37,7 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shared.core import kql, uncertainty
+from shared.core import answers, kql, uncertainty
 from shared.core.records import Label, ModelStatus, ModelVersion, PredictionBatch, SelectedItem, Selection
 from shared.core.selection import CandidateFilter, Ranked
 from shared.errors import NotFoundError
@@ -149,28 +151,43 @@ class AdxStore:
 
     # labels ------------------------------------------------------------------------------
     def add_labels(self, labels: Sequence[Label]) -> int:
-        """Append every label that is not its item's current label already; return how many."""
+        """Append every answer row that changes something (:func:`shared.core.answers.to_record`);
+        return how many."""
         if not labels:
             return 0
-        current: dict[str, str] = {}
+        states = {}
         for chunk in _chunks(sorted({lb.item_id for lb in labels})):
-            current |= {str(r["ItemId"]): str(r["Label"]) for r in self._rows("current_labels", {"item_ids": chunk})}
-        now = _iso(datetime.now(UTC))
-        new = []
-        for lb in labels:
-            if current.get(lb.item_id) == lb.label:
-                continue
-            current[lb.item_id] = lb.label
-            new.append({"ItemId": lb.item_id, "Label": lb.label, "ExportId": lb.export_id,
-                        "ExportSha256": lb.export_sha256,
-                        "LabeledAt": _iso(lb.labeled_at) if lb.labeled_at else None, "RecordedAt": now})
+            for r in self._rows("answer_states", {"item_ids": chunk}):
+                row = _label(r)
+                states[(row.item_id, row.answer_id)] = row
+        now = datetime.now(UTC)
+        labels = [lb if lb.labeled_at else dataclasses.replace(lb, labeled_at=now) for lb in labels]
+        new = [{"ItemId": lb.item_id, "Label": lb.label, "ExportId": lb.export_id, "ExportSha256": lb.export_sha256,
+                "LabeledAt": _iso(lb.labeled_at or now), "RecordedAt": _iso(now), "AnswerId": lb.answer_id,
+                "Retracted": lb.retracted}
+               for lb in answers.to_record(labels, states)]
         if new:
-            self._stream(LABELS_TABLE, new, tag=f"labels:{new[0]['ExportSha256']}:{len(new)}")
+            digest = hashlib.sha256(json.dumps(new, sort_keys=True).encode()).hexdigest()[:16]
+            self._stream(LABELS_TABLE, new, tag=f"labels:{digest}:{len(new)}")
         return len(new)
 
+    def answer_items(self, answer_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in _chunks(sorted(set(answer_ids))):
+            found |= {str(r["AnswerId"]): str(r["ItemId"]) for r in self._rows("answer_items", {"answer_ids": chunk})}
+        return found
+
+    def prediction_guesses(self, model_name: str, model_version: str,
+                           item_ids: Sequence[str]) -> dict[str, tuple[str, float]]:
+        found: dict[str, tuple[str, float]] = {}
+        for chunk in _chunks(sorted(set(item_ids))):
+            found |= {str(r["ItemId"]): (str(r["PredictedLabel"]), float(r["Confidence"]))
+                      for r in self._rows("prediction_guesses", {"model_name": model_name,
+                                                                 "model_version": model_version, "item_ids": chunk})}
+        return found
+
     def list_labels(self) -> list[Label]:
-        return [Label(str(r["ItemId"]), str(r["Label"]), str(r["ExportId"]), str(r["ExportSha256"]),
-                      _aware(r["LabeledAt"])) for r in self._rows("labels_current", {})]
+        return [_label(r) for r in self._rows("labels_current", {})]
 
     def awaiting_labels(self) -> int:
         rows = self._rows("awaiting_labels", {})
@@ -323,6 +340,19 @@ def _matrix(rows: list[Any]) -> np.ndarray | None:
     if not rows:
         return None
     return np.asarray(rows, dtype=np.float32)
+
+
+def _label(r: Any) -> Label:
+    """A ``Labels`` row (or a query's projection of one) as a record."""
+    def get(name: str) -> Any:
+        try:
+            return r[name]
+        except (KeyError, IndexError, LookupError):
+            return None
+
+    return Label(str(r["ItemId"]), str(r["Label"]), str(get("ExportId") or ""), str(get("ExportSha256") or ""),
+                 _aware(get("LabeledAt")), str(get("AnswerId") or answers.EXPORT_ANSWER), bool(get("Retracted")),
+                 _aware(get("RecordedAt")))
 
 
 def _aware(value: Any) -> datetime | None:

@@ -10,6 +10,7 @@ query time instead (slower: an MD5 per candidate).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -17,13 +18,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.core import sql
+from shared.core import answers, sql
 from shared.core.records import (
     Label,
     ModelStatus,
@@ -301,52 +303,77 @@ class DuckDBStore:
 
     # labels ------------------------------------------------------------------------------
     def add_labels(self, labels: Sequence[Label]) -> int:
+        """Append every answer row that changes something (:func:`shared.core.answers.to_record`);
+        return how many."""
         if not labels:
             return 0
-        now = datetime.now(UTC).replace(tzinfo=None)
-        rows = pa.table({
-            "item_id": pa.array([lb.item_id for lb in labels], pa.string()),
-            "label": pa.array([lb.label for lb in labels], pa.string()),
-            "export_id": pa.array([lb.export_id for lb in labels], pa.string()),
-            "export_sha256": pa.array([lb.export_sha256 for lb in labels], pa.string()),
-            "labeled_at": pa.array(_naive_utc_many([lb.labeled_at for lb in labels]), pa.timestamp("us")),
-            "recorded_at": pa.array([now] * len(labels), pa.timestamp("us")),
-        })
+        now = datetime.now(UTC)
+        labels = [lb if lb.labeled_at else dataclasses.replace(lb, labeled_at=now) for lb in labels]
         with self._cursor() as con:
-            before = _scalar(con, "SELECT count(*) FROM labels")
-            with _registered(con, "incoming", rows), _transaction(con):
-                # an item's current label given again (a repeated or cumulative export) is not new
-                con.execute("""
-                    INSERT INTO labels SELECT i.* FROM incoming i
-                    WHERE NOT EXISTS (
-                        SELECT 1 FROM (SELECT item_id, arg_max(label, recorded_at) AS label FROM labels
-                                       GROUP BY item_id) c
-                        WHERE c.item_id = i.item_id AND c.label = i.label)
-                    ON CONFLICT DO NOTHING""")
-                added = _scalar(con, "SELECT count(*) FROM labels") - before
+            ids = pa.table({"item_id": pa.array(sorted({lb.item_id for lb in labels}), pa.string())})
+            with _registered(con, "incoming_ids", ids), _transaction(con):
+                states = {(r.item_id, r.answer_id): r for r in map(_label_row, con.execute(
+                    f"SELECT {_LABEL_COLUMNS} FROM ({sql.ANSWER_STATES}) s SEMI JOIN incoming_ids i "
+                    "ON s.item_id = i.item_id").fetchall())}
+                new = answers.to_record(labels, states)
+                if not new:
+                    return 0
+                rows = pa.table({
+                    "item_id": pa.array([lb.item_id for lb in new], pa.string()),
+                    "label": pa.array([lb.label for lb in new], pa.string()),
+                    "export_id": pa.array([lb.export_id for lb in new], pa.string()),
+                    "export_sha256": pa.array([lb.export_sha256 for lb in new], pa.string()),
+                    "labeled_at": pa.array(_naive_utc_many([lb.labeled_at or now for lb in new]), pa.timestamp("us")),
+                    "recorded_at": pa.array(_naive_utc_many([now] * len(new)), pa.timestamp("us")),
+                    "answer_id": pa.array([lb.answer_id for lb in new], pa.string()),
+                    "retracted": pa.array([lb.retracted for lb in new], pa.bool_()),
+                })
+                with _registered(con, "incoming", rows):
+                    con.execute("INSERT INTO labels SELECT * FROM incoming")
                 # The newly labeled items' embeddings: one scan of the predictions per recorded export.
                 with _registered(con, "incoming_labels", rows.select(["item_id"])):
                     con.execute(sql.upsert_labeled_embeddings("predictions", "incoming_labels"))
-        return added
+        return len(new)
+
+    def answer_items(self, answer_ids: Sequence[str]) -> dict[str, str]:
+        if not answer_ids:
+            return {}
+        with self._cursor() as con:
+            ids = pa.table({"answer_id": pa.array(sorted(set(answer_ids)), pa.string())})
+            with _registered(con, "wanted", ids):
+                rows = con.execute("SELECT DISTINCT l.answer_id, l.item_id FROM labels l "
+                                   "SEMI JOIN wanted w ON l.answer_id = w.answer_id").fetchall()
+        return {str(a): str(i) for a, i in rows}
+
+    def prediction_guesses(self, model_name: str, model_version: str,
+                           item_ids: Sequence[str]) -> dict[str, tuple[str, float]]:
+        if not item_ids:
+            return {}
+        with self._cursor() as con:
+            ids = pa.table({"item_id": pa.array(sorted(set(item_ids)), pa.string())})
+            with _registered(con, "wanted", ids):
+                rows = con.execute(
+                    "SELECT l.item_id, p.predicted_label, 1.0 - p.least_confidence FROM latest_predictions l "
+                    "JOIN predictions p ON p.prediction_id = l.prediction_id "
+                    "SEMI JOIN wanted w ON l.item_id = w.item_id "
+                    "WHERE l.model_name = ? AND l.model_version = ?", [model_name, model_version]).fetchall()
+        return {str(i): (str(lb), float(c)) for i, lb, c in rows}
 
     def list_labels(self) -> list[Label]:
-        """The current label of every labeled item (the most recently recorded answer wins)."""
+        """The current label of every labeled item (:mod:`shared.core.answers`)."""
         with self._cursor() as con:
-            rows = con.execute(
-                "SELECT item_id, arg_max(label, recorded_at), arg_max(export_id, recorded_at), "
-                "arg_max(export_sha256, recorded_at), max(labeled_at) FROM labels "
-                "GROUP BY item_id ORDER BY item_id"
-            ).fetchall()
-        return [Label(r[0], r[1], r[2], r[3], _aware(r[4])) for r in rows]
+            rows = con.execute(f"SELECT {_LABEL_COLUMNS} FROM ({sql.CURRENT_LABELS}) ORDER BY item_id").fetchall()
+        return [_label_row(r) for r in rows]
 
     def awaiting_labels(self) -> int:
         with self._cursor() as con:
             return _scalar(con, "SELECT count(DISTINCT s.item_id) FROM selections s WHERE s.handed_off "
-                                "AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.item_id = s.item_id)")
+                                f"AND NOT EXISTS (SELECT 1 FROM ({sql.CURRENT_LABELS}) l WHERE l.item_id = s.item_id)")
 
     def count_labels(self) -> int:
         with self._cursor() as con:
-            return _scalar(con, "SELECT count(DISTINCT item_id) FROM labels")
+            return _scalar(con, f"SELECT count(*) FROM ({sql.CURRENT_LABELS})")
+
 
     # model versions ----------------------------------------------------------------------
     def upsert_model_version(self, mv: ModelVersion) -> None:
@@ -439,3 +466,10 @@ def _matrix(column: pa.ChunkedArray, n: int) -> np.ndarray | None:
     flat = column.combine_chunks()
     values = flat.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return values.reshape(n, -1)
+
+
+_LABEL_COLUMNS = "item_id, label, export_id, export_sha256, labeled_at, answer_id, retracted, recorded_at"
+
+
+def _label_row(r: Sequence[Any]) -> Label:
+    return Label(r[0], r[1], r[2], r[3], _aware(r[4]), r[5], bool(r[6]), _aware(r[7]))

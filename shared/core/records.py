@@ -84,10 +84,35 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """One human (or oracle) answer for an item, traceable to the export it came from."""
+    """One human (or oracle) answer for an item, traceable to where it came from (``export_id``: the
+    export file, or the Label Studio delivery; ``export_sha256``: the content it was read from).
+
+    ``answer_id`` names the answer across its versions (a Label Studio annotation, or ``export``);
+    ``retracted``: the answer was withdrawn (annotation deleted or skipped). Which row is an item's
+    current label: :mod:`shared.core.answers`."""
 
     item_id: str
     label: str
     export_id: str
     export_sha256: str
     labeled_at: datetime | None = None
+    answer_id: str = "export"
+    retracted: bool = False
+    recorded_at: datetime | None = None  # set by the store when read back
+
+
+@dataclass(frozen=True, slots=True)
+class LabelingTask:
+    """One selected item as the labeling tool gets it: where its copy lies for the labeler
+    (``container``/``name`` in the labeling store), the selection it came from with the strategy's
+    uncertainty score and rank, and the serving model's guess (top class and its probability)."""
+
+    item_id: str
+    batch_id: str
+    container: str
+    name: str
+    score: float
+    rank: int
+    model_version: str
+    predicted_label: str | None = None
+    confidence: float | None = None

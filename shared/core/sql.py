@@ -110,9 +110,10 @@ CREATE TABLE IF NOT EXISTS labels (
     label         VARCHAR   NOT NULL,
     export_id     VARCHAR   NOT NULL,
     export_sha256 VARCHAR   NOT NULL,
-    labeled_at    TIMESTAMP,
+    labeled_at    TIMESTAMP NOT NULL,
     recorded_at   TIMESTAMP NOT NULL,
-    PRIMARY KEY (item_id, export_sha256)
+    answer_id     VARCHAR   NOT NULL,
+    retracted     BOOLEAN   NOT NULL
 );
 CREATE TABLE IF NOT EXISTS model_versions (
     model_name        VARCHAR   NOT NULL,
@@ -194,8 +195,19 @@ WHERE excluded.scored_at > labeled_embeddings.scored_at
 """
 
 
-LABELED_SET_QUERY = """
-WITH b AS (SELECT item_id, arg_max(label, recorded_at) AS label FROM labels GROUP BY item_id)
+# The answer rule of shared/core/answers.py: each answer's state (latest labeled_at, then recorded_at),
+# then per item the latest non-retracted state by labeled_at, ties to the greater answer_id.
+ANSWER_STATES = """
+SELECT * EXCLUDE (rn) FROM (
+    SELECT *, row_number() OVER (PARTITION BY item_id, answer_id ORDER BY labeled_at DESC, recorded_at DESC) AS rn
+    FROM labels) WHERE rn = 1"""
+CURRENT_LABELS = f"""
+SELECT * EXCLUDE (rn) FROM (
+    SELECT *, row_number() OVER (PARTITION BY item_id ORDER BY labeled_at DESC, answer_id DESC) AS rn
+    FROM ({ANSWER_STATES}) WHERE NOT retracted) WHERE rn = 1"""
+
+LABELED_SET_QUERY = f"""
+WITH b AS ({CURRENT_LABELS})
 SELECT b.item_id, b.label, e.embedding
 FROM b LEFT JOIN labeled_embeddings e ON e.item_id = b.item_id AND e.model_name = $model_name
 ORDER BY b.item_id

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -25,7 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from shared.core.exports import REPORT_SUFFIX, is_export_name, item_id_for_url, parse_export
 from shared.core.records import Label
 from shared.errors import ConfigurationError, ExportFormatError, Problem
-from shared.ports import LabelingExports, ObjectStore, PredictionStore, RetrainRequest, RetrainRequests
+from shared.ports import ObjectStore, PredictionStore, RetrainRequest, RetrainRequests
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,6 +134,21 @@ class LabelService:
         pending, watermark = self._maybe_request(export_id, sha)
         return IngestResult(export_id, sha, recorded, len(labels) - recorded, tuple(problems),
                             pending, watermark is not None, parsed.format, watermark)
+
+    def record(self, answers: Sequence[Label], source: str, sha: str) -> tuple[int, int, int | None]:
+        """Record answers taken from elsewhere (Label Studio), then ask for retraining if due:
+        (recorded, pending, watermark of the request sent now or None)."""
+        recorded = self._store.add_labels(answers)
+        pending, watermark = self._maybe_request(source, sha)
+        return recorded, pending, watermark
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        classes = self._class_names()
+        if not classes:
+            raise ConfigurationError("no class list to check labels against: register a serving model "
+                                     "or set AL_CLASS_NAMES")
+        return classes
 
     def _maybe_request(self, export_id: str, sha: str) -> tuple[int, int | None]:
         """(pending, watermark of the request sent now or None)."""
@@ -372,32 +387,3 @@ class ExportIntake:
 
     def stats(self) -> dict[str, object]:
         return {**self.labels.stats(), "quarantined_exports": self.quarantined()}
-
-
-# --- the automatic export ----------------------------------------------------------------------
-class ExportRequester:
-    """Asks the labeling project to export its labels while items handed to labeling await a label,
-    so no person has to click Export. The export lands in the exports container, where the blob
-    trigger records it; exports are cumulative, and recording skips labels already current."""
-
-    def __init__(self, store: PredictionStore, labeling: LabelingExports | None) -> None:
-        self._store = store
-        self._labeling = labeling
-
-    def run(self) -> dict[str, object]:
-        awaiting = self._store.awaiting_labels()
-        if self._labeling is None:
-            return {"status": "skipped", "reason": "no labeling project to ask (AL_AML_LABELING_JOB is empty, or "
-                    "the embedded backend): exports are recorded when they land in the exports container",
-                    "awaiting": awaiting}
-        if awaiting == 0:
-            return {"status": "skipped", "reason": "no item awaits a label", "awaiting": 0}
-        summary = self._labeling.export_labels()
-        log.info("asked for a labeling export: %d items await labels (%s)", awaiting, summary)
-        return {"status": "exported", "awaiting": awaiting, "summary": _as_dict(summary)}
-
-
-def _as_dict(value: object) -> object:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)

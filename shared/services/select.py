@@ -1,7 +1,11 @@
 """select: pick the candidates the serving model is least sure about and hand them to labeling.
 
-The selection is recorded before any item is copied, so a run that dies mid-copy is finished by
-the next run (same batch, same names, no duplicates); recorded items are never candidates again.
+The hand-off of a batch: record the selection, copy each item into the labeling store (the labeling
+account that Label Studio reads, in Azure), create one labeling task per item (the item id, the
+batch, the uncertainty score, the serving model's guess as a pre-annotation: :class:`LabelingTool`),
+then mark the batch handed off. The selection is recorded before anything is copied, so a run that
+dies (or finds Label Studio down) mid-hand-off is finished by the next run: same batch, same names,
+and the tool creates only the tasks that are missing; recorded items are never candidates again.
 A run holds a lock (a blob lease in Azure, a file lock embedded) from resume to hand-off, so two
 overlapping runs never pick the same item. A label budget (per UTC day, in total) caps the batch,
 counted from the labeling input folder itself; an optional stopping rule skips a batch the model is
@@ -28,11 +32,11 @@ from shared.core import strategies
 from shared.core.calibration import Calibration
 from shared.core.item_uris import ItemUriPolicy, item_uri_problem
 from shared.core.naming import extension_of, labeling_name
-from shared.core.records import ModelVersion, SelectedItem, Selection
+from shared.core.records import LabelingTask, ModelVersion, SelectedItem, Selection
 from shared.core.selection import CandidateFilter
 from shared.core.uncertainty import RANKED_STRATEGIES, margin
 from shared.errors import SelectionError
-from shared.ports import ObjectStore, PredictionStore
+from shared.ports import LabelingTool, ObjectStore, PredictionStore
 
 if TYPE_CHECKING:
     from shared.adapters.selection_lock import SelectionLock
@@ -81,9 +85,14 @@ class SelectService:
         labels_total: int | None = None,
         stop_uncertainty_below: float | None = None,
         allowed_item_hosts: Sequence[str] = (),
+        labeling_objects: ObjectStore | None = None,
+        tool: LabelingTool | None = None,
     ) -> None:
         """``allowed_item_hosts``: blob hosts an ``https://`` item URI may name besides the object
-        store's own roots; any other item is not copied (:mod:`shared.core.item_uris`)."""
+        store's own roots; any other item is not copied (:mod:`shared.core.item_uris`).
+        ``labeling_objects``: where the items under labeling are copied (default ``objects``);
+        ``tool``: the labeling tool given one task per item (None: the copy is the hand-off, as in
+        the simulation, whose oracle reads the labeling folder)."""
         self.item_uris = ItemUriPolicy.of(https_hosts=allowed_item_hosts, roots=objects.uri_roots())
         self._lock = lock
         self._container = labeling_container
@@ -92,11 +101,17 @@ class SelectService:
         self._stop_below = stop_uncertainty_below
         self._store = store
         self._objects = objects
+        self._labeling_store = labeling_objects
+        self._tool = tool
         self._model_name = model_name
         self._strategy = strategies.check_strategy(strategy)
         self._batch_size = batch_size
         self._window = window
         self._seed = seed
+
+    @property
+    def _labeling(self) -> ObjectStore:
+        return self._labeling_store or self._objects
 
     def preview(self, *, now: datetime | None = None, strategy: str | None = None,
                 k: int | None = None) -> SelectionResult:
@@ -154,10 +169,10 @@ class SelectService:
             return None
         left: list[int] = []
         if self._total is not None:
-            left.append(self._total - len(self._objects.list(self._container)))
+            left.append(self._total - len(self._labeling.list(self._container)))
         if self._per_day is not None:
             today = now.astimezone(UTC).strftime("%Y%m%dT")
-            left.append(self._per_day - len(self._objects.list(self._container, today)))
+            left.append(self._per_day - len(self._labeling.list(self._container, today)))
         return max(0, min(left))
 
     def resume(self) -> list[str]:
@@ -172,9 +187,11 @@ class SelectService:
         return tuple(done), tuple(refused)
 
     def hand_off(self, selection: Selection) -> list[RefusedItem]:
-        """Copy every item of a recorded selection to the labeling input folder (idempotent); an item
-        whose URI the policy refuses is not fetched: it is skipped, logged and returned."""
-        refused = []
+        """Copy every item of a recorded selection to the labeling store and give the labeling tool
+        one task per item (both idempotent), then mark the batch handed off. An item whose URI the
+        policy refuses is not fetched: it is skipped, logged and returned. If the tool is down the
+        error propagates and the batch stays pending: the next run finishes it."""
+        refused, tasks = [], []
         for item in selection.items:
             why = item_uri_problem(item.item_uri, self.item_uris)
             if why:
@@ -183,8 +200,19 @@ class SelectService:
                 refused.append(RefusedItem(selection.batch_id, item.item_id, item.item_uri, why))
                 continue
             name = labeling_name(selection.batch_id, item.item_id, extension_of(item.item_uri))
-            if not self._objects.exists(self._container, name):
-                self._objects.copy(item.item_uri, self._container, name)
+            if self._labeling is self._objects:
+                if not self._objects.exists(self._container, name):
+                    self._objects.copy(item.item_uri, self._container, name)
+            elif not self._labeling.exists(self._container, name):  # another account: read, then write
+                self._labeling.put(self._container, name, self._objects.read(item.item_uri))
+            tasks.append(LabelingTask(item.item_id, selection.batch_id, self._container, name, item.score, item.rank,
+                                      selection.model_version))
+        if self._tool is not None and tasks:
+            guesses = self._store.prediction_guesses(selection.model_name, selection.model_version,
+                                                     [t.item_id for t in tasks])
+            tasks = [replace(t, predicted_label=guesses[t.item_id][0], confidence=guesses[t.item_id][1])
+                     if t.item_id in guesses else t for t in tasks]
+            self._tool.create_tasks(selection.batch_id, tasks)
         self._store.mark_handed_off(selection.batch_id)
         return refused
 

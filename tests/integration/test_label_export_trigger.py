@@ -42,17 +42,19 @@ def test_the_app_indexes_the_label_functions_with_their_bindings():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     functions = json.loads(out.stdout.strip().splitlines()[-1])
-    assert sorted(functions) == ["labels_export", "labels_export_now", "labels_replay", "labels_request_export",
-                                 "labels_stats"]
+    assert sorted(functions) == ["labels_export", "labels_replay", "labels_stats", "labels_sync", "labels_sync_now",
+                                 "labels_webhook"]
     (blob,) = functions["labels_export"]
     assert (blob["type"], blob["direction"], blob["path"], blob["connection"], blob["source"]) == (
         "blobTrigger", "IN", "aml-exports/Labeling/export/{name}", "AL_EXPORTS_STORAGE", "EventGrid")
-    (timer,) = functions["labels_request_export"]
-    assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%AL_EXPORT_SCHEDULE%")
-    for name, route, method in (("labels_replay", "labels/replay", "POST"), ("labels_stats", "labels/stats", "GET"),
-                                ("labels_export_now", "labels/export", "POST")):
+    (timer,) = functions["labels_sync"]
+    assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%AL_LABEL_SYNC_SCHEDULE%")
+    for name, route, method, auth in (("labels_replay", "labels/replay", "POST", "ADMIN"),
+                                      ("labels_stats", "labels/stats", "GET", "ADMIN"),
+                                      ("labels_sync_now", "labels/sync", "POST", "ADMIN"),
+                                      ("labels_webhook", "labels/webhook", "POST", "FUNCTION")):
         trigger = next(b for b in functions[name] if b["type"] == "httpTrigger")
-        assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, [method], "ADMIN")
+        assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, [method], auth)
 
 
 @pytest.fixture
@@ -66,7 +68,7 @@ def app(azurite, adx):
     settings = load_settings(
         backend="azure", stages="label_export_trigger", storage_connection_string=azurite.connection_string,
         adx_cluster_uri=adx.url, aml_subscription_id="s", aml_resource_group="r", aml_workspace="w",
-        aml_labeling_job="job",
+        label_studio_url="http://127.0.0.1:9", label_studio_token="unused", label_studio_project_id=1,
         exports_container=f"exports-{tag}", quarantine_container=f"quarantine-{tag}",
         retrain_queue=f"retrain-{tag}", retrain_state_container=f"state-{tag}",
         class_names="cat,dog", retrain_threshold=3, model_name="m")

@@ -1,12 +1,6 @@
-"""Azure ML for the Azure-loop tests: Data Labeling's ``exportLabels`` over HTTP, and the workspace's
+"""Azure ML for the Azure-loop tests: the workspace's
 models, data assets and online deployment as a fake at the adapter's port. Test support only.
 
-* :class:`LabelingStandIn` is an HTTP server on loopback answering the ARM long-running operation
-  ``POST .../labelingJobs/{id}/exportLabels`` (202 + ``Location``, then 200 with the export summary)
-  that the product's :class:`shared.adapters.labeling.AzureMLLabelingExports` calls. Its "labelers"
-  are an oracle: every item in the labeling input container gets its true label, and the export —
-  cumulative, as Azure ML writes it — is a CSV in the exports container. The test then delivers the
-  Event Grid ``BlobCreated`` event, as Event Grid would.
 * :class:`StandinAzureML` has the methods of :class:`shared.adapters.azureml.AzureMLAdapter` and keeps
   everything in Azurite (container ``aml-standin``), so the dispatch app's process, the GitHub
   stand-in's "workflow" and the test share one workspace: registered models with their tags and
@@ -19,19 +13,15 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
-from werkzeug import Request, Response
+from werkzeug import Response
 
 from shared.adapters.azureml import RegisteredModel, _version_key
-from shared.core.exports import datastore_url, write_csv_export
-from shared.core.naming import item_id_from_path
 from shared.core.orchestration import TAG_CORRELATION
-from tests.support.loopback import LoopbackServer
 
 CONTAINER = "aml-standin"
 MODEL_FILES = ("model.onnx", "head.npz", "meta.json")
@@ -127,73 +117,6 @@ class StandinAzureML:
         if raw is None:
             raise KeyError(f"no data asset {ref}")
         return str(json.loads(raw)["uri"])
-
-
-class LabelingStandIn(LoopbackServer):
-    """``exportLabels`` of one Data Labeling project, answered by an oracle on loopback."""
-
-    def __init__(self, connection_string: str, *, job: str, oracle: Callable[[str], str | None],
-                 labeling_container: str, exports_container: str, exports_prefix: str = "Labeling/export/",
-                 datastore: str = "workspaceblobstore") -> None:
-        self._service = BlobServiceClient.from_connection_string(connection_string)
-        self._job = job
-        self._oracle = oracle
-        self._labeling = labeling_container
-        self._exports = exports_container
-        self._prefix = exports_prefix
-        self._datastore = datastore
-        self._labels: dict[str, tuple[str, str]] = {}  # labeling-input name -> (url, label)
-        self._operations: dict[str, dict[str, Any]] = {}
-        self.exports: list[str] = []  # blob names written, in order
-        self.requests = 0
-        self._lock = threading.Lock()
-        super().__init__()
-
-    def _handle(self, request: Request) -> Response:
-        if not request.headers.get("Authorization", "").startswith("Bearer "):
-            return _json({"error": {"code": "AuthenticationFailed", "message": "no bearer token"}}, 401)
-        path = request.path
-        if request.method == "POST" and path.endswith(f"/labelingJobs/{self._job}/exportLabels"):
-            if request.args.get("api-version", "") == "":
-                return _json({"error": {"code": "MissingApiVersionParameter", "message": "api-version"}}, 400)
-            body = request.get_json(silent=True) or {}
-            if body.get("format") not in ("CSV", "Coco", "Dataset"):
-                return _json({"error": {"code": "BadRequest", "message": f"format {body.get('format')!r}"}}, 400)
-            with self._lock:
-                self.requests += 1
-                op = f"op{self.requests}"
-                self._operations[op] = self._export()
-            location = f"{self.url}/operations/{op}?api-version={request.args['api-version']}"
-            return Response(status=202, headers={"Location": location, "Retry-After": "0"})
-        if request.method == "GET" and path.startswith("/operations/"):
-            summary = self._operations.get(path.rsplit("/", 1)[-1])
-            return _json(summary, 200) if summary else _json({"error": {"code": "NotFound"}}, 404)
-        if "/labelingJobs/" in path:
-            return _json({"error": {"code": "ResourceNotFound", "message": f"no labeling job at {path}"}}, 404)
-        return _json({"error": {"code": "NotFound", "message": path}}, 404)
-
-    def _export(self) -> dict[str, Any]:
-        """Label what the labelers were given, then write every label so far as one CSV export."""
-        container = self._service.get_container_client(self._labeling)
-        with contextlib.suppress(ResourceNotFoundError):
-            for blob in container.list_blobs():
-                if blob.name in self._labels:
-                    continue
-                label = self._oracle(item_id_from_path(blob.name))
-                if label is not None:
-                    url = datastore_url(self._datastore, f"{self._labeling}/{blob.name}")
-                    self._labels[blob.name] = (url, label)
-        name = f"{self._prefix}csv/{self._job}_{len(self.exports) + 1:04d}.csv"
-        exports = self._service.get_container_client(self._exports)
-        with contextlib.suppress(ResourceExistsError):
-            exports.create_container()
-        exports.upload_blob(name, write_csv_export(sorted(self._labels.values())), overwrite=True)
-        self.exports.append(name)
-        return {"format": "CSV", "labelingJobId": self._job, "exportedRowCount": len(self._labels),
-                "containerName": self._exports, "snapshotPath": name}
-
-    def blob_url(self, name: str) -> str:
-        return str(self._service.get_blob_client(self._exports, name).url)
 
 
 def _json(body: Any, status: int) -> Response:

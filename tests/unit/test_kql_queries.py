@@ -172,7 +172,7 @@ def _load_kql_tables(con, table: PredictionBatch, selection: Selection) -> None:
             ModelVersion VARCHAR, Strategy VARCHAR, Score DOUBLE, Rank INTEGER, SelectedAt TIMESTAMP,
             HandedOff BOOLEAN);
         CREATE TABLE Labels (ItemId VARCHAR, Label VARCHAR, ExportId VARCHAR, ExportSha256 VARCHAR,
-            LabeledAt TIMESTAMP, RecordedAt TIMESTAMP);
+            LabeledAt TIMESTAMP, RecordedAt TIMESTAMP, AnswerId VARCHAR, Retracted BOOLEAN);
     """)
     p = table.probabilities
     scores = np.column_stack([uncertainty.least_confidence(p), uncertainty.margin(p), uncertainty.entropy(p)])
@@ -188,8 +188,9 @@ def _load_kql_tables(con, table: PredictionBatch, selection: Selection) -> None:
     con.executemany("INSERT INTO Selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         (selection.batch_id, it.item_id, it.item_uri, "m", "v1", "margin", 0.0, it.rank,
          datetime(2026, 3, 1), False) for it in selection.items])
-    con.executemany("INSERT INTO Labels VALUES (?, ?, ?, ?, ?, ?)",
-                    [(i, "c0", "e", "sha", None, datetime(2026, 3, 1)) for i in LABELED])
+    con.executemany("INSERT INTO Labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(i, "c0", "e", "sha", datetime(2026, 3, 1), datetime(2026, 3, 1), "export", False)
+                     for i in LABELED])
     materialize_views(con)
 
 
