@@ -70,3 +70,15 @@ def kusto():
 
     with KustoAnalyzer() as analyzer:
         yield analyzer
+
+
+# --- label_studio ---
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """The real Label Studio 1.23.2 (from .venv-label-studio) on loopback, one server for the whole
+    session (SQLite in a session tmp dir), stopped at the end. A migrated template database is kept in
+    the system temp dir, so only the first cold start on a machine pays for the migrations (~35 s)."""
+    from tests.support.label_studio import TEMPLATE_DIR, LabelStudioServer
+
+    with LabelStudioServer(tmp_path_factory.mktemp("label-studio"), template_dir=TEMPLATE_DIR) as server:
+        yield server
