@@ -4,7 +4,12 @@
 // Identity: one user-assigned managed identity for the four apps, with data-plane roles only (storage
 // blob/queue/table, ADX Ingestor + Viewer, AzureML Data Scientist, Key Vault Secrets User, Monitoring
 // Metrics Publisher). No storage key, connection string with a secret, or token is an app setting:
-// the storage account refuses shared keys and the GitHub token is a Key Vault reference.
+// the loop's storage account refuses shared keys and the GitHub and Label Studio tokens are Key Vault
+// references.
+//
+// Labeling: Label Studio (open source) on Azure Container Apps with its database on Azure Database for
+// PostgreSQL, and a dedicated labeling storage account that holds only the items under labeling; the one
+// account with shared-key access, because Label Studio's Azure storage signs in with the account key only.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -69,18 +74,9 @@ param amlWorkspace string = ''
 @description('Managed online endpoint serving the model, and the deployment the loop updates.')
 param amlEndpoint string = ''
 param amlDeployment string = ''
-@description('Labeling project to export from (AL_AML_LABELING_JOB): its name in Azure ML Data Labeling; empty until the project exists (docs/deploy.md step 5).')
-param amlLabelingJob string = ''
-@description('NCRONTAB with seconds for the label app\'s automatic export timer (AL_EXPORT_SCHEDULE); every 30 minutes by default.')
-param exportSchedule string = '0 */30 * * * *'
-@description('Format the automatic export asks Data Labeling for (AL_EXPORT_FORMAT).')
-@allowed(['CSV', 'Coco'])
-param exportFormat string = 'CSV'
 @description('VM size and node limit of the training compute cluster created in the workspace (min nodes 0).')
 param amlComputeVmSize string = 'Standard_DS3_v2'
 param amlComputeMaxNodes int = 1
-@description('Datastore created on the labeling input container: the labeling project\'s data source.')
-param amlLabelingDatastore string = 'al_labeling_input'
 
 // One name each, in one place: training/job.yml mounts `azureml://datastores/<amlItemsDatastore>/paths/` and
 // runs on `azureml:<amlTrainingCompute>`; tests/integration/test_infra.py holds the two files to each other.
@@ -88,8 +84,8 @@ param amlLabelingDatastore string = 'al_labeling_input'
 var amlItemsDatastore = 'al_items'
 var amlTrainingCompute = 'al-train-cpu'
 
-// --- where Azure ML Data Labeling writes its exports ------------------------------------------------
-@description('Storage account the labeling exports land in (the workspace\'s default blob store); empty: the loop\'s account.')
+// --- where labeling exports are dropped (historical Azure ML exports, Label Studio JSON) ---------------
+@description('Storage account the label app\'s blob trigger watches for exports (e.g. the workspace\'s default blob store that holds historical Azure ML Data Labeling exports); empty: the loop\'s account.')
 param exportsStorageAccountName string = ''
 param exportsStorageResourceGroup string = ''
 @description('Subscription of that account; empty: the Azure ML workspace\'s.')
@@ -99,6 +95,57 @@ param exportsSystemTopicName string = ''
 @description('Container and folder the label stage\'s blob trigger watches (AL_EXPORTS_CONTAINER, AL_EXPORTS_PREFIX).')
 param exportsContainer string = 'exports'
 param exportsPrefix string = ''
+
+// --- labeling: Label Studio on Container Apps, PostgreSQL, the labeling account ---------------------
+@description('Label Studio\'s container image: HumanSignal\'s official one, pinned (the loop was checked against 1.23.2).')
+param labelStudioImage string = 'heartexlabs/label-studio:1.23.2'
+@description('The model\'s Label Studio project (AL_LABEL_STUDIO_PROJECT_ID): printed by `al labeling setup`, which the postdeploy hook runs once and keeps as azd env LABEL_STUDIO_PROJECT_ID; empty until then, and the selector and label apps refuse to start without it.')
+param labelStudioProjectId string = ''
+@description('Per-request timeout of the apps\' Label Studio client (AL_LABEL_STUDIO_TIMEOUT_SECONDS).')
+param labelStudioTimeoutSeconds string = '10'
+@description('NCRONTAB with seconds of the label app\'s catch-up timer (AL_LABEL_SYNC_SCHEDULE): Label Studio sends each webhook once and never retries it. Every minute by default.')
+param labelSyncSchedule string = '0 * * * * *'
+@description('The loop\'s service user in Label Studio (an e-mail address, LABEL_STUDIO_USERNAME): the first user, the one you sign in as first.')
+param labelStudioUsername string = 'al-service@labelstudio.local'
+@description('vCPU and memory of the Label Studio replica (a Consumption profile pair), and its replica limit.')
+param labelStudioCpu string = '1.0'
+param labelStudioMemory string = '2Gi'
+param labelStudioMaxReplicas int = 1
+@description('PostgreSQL flexible server for Label Studio: SKU, major version, storage, administrator login.')
+param postgresSkuName string = 'Standard_B1ms'
+param postgresSkuTier string = 'Burstable'
+param postgresVersion string = '16'
+param postgresStorageSizeGB int = 32
+param postgresAdminLogin string = 'labelstudio'
+@description('Container on the labeling account the selector copies items into (AL_LABELING_CONTAINER).')
+param labelingContainer string = 'labeling-input'
+@description('Days after their last modification when items in the labeling container are deleted.')
+param labelingRetentionDays int = 30
+
+// Label Studio's secrets, generated at deployment and stored in Key Vault (never an output or an app setting in
+// clear). The defaults are 122 random bits each (newGuid() is a random version-4 GUID; uniqueString() would be a
+// hash of known inputs, not a secret). Under azd, main.parameters.json passes `secretOrRandomPassword` values
+// instead, which read the secret back from the vault on every later provision: a re-deployment must not rotate
+// them, since Label Studio applies the user's password and token only when it first creates the user. Outside
+// azd, pass the vault's values back the same way.
+@secure()
+@description('Label Studio\'s Django SECRET_KEY (Key Vault secret label-studio-secret-key).')
+param labelStudioSecretKey string = replace('${newGuid()}${newGuid()}', '-', '')
+@secure()
+@description('PostgreSQL administrator password (Key Vault secret label-studio-db-password).')
+param postgresAdminPassword string = newGuid()
+@secure()
+@description('Password of the service user (Key Vault secret label-studio-password).')
+param labelStudioPassword string = newGuid()
+@secure()
+@description('API token of the service user (Key Vault secret label-studio-token; the apps\' AL_LABEL_STUDIO_TOKEN).')
+param labelStudioToken string = newGuid()
+
+// --- who deploys ------------------------------------------------------------------------------------
+@description('Object id of the signed-in deployer (azd sets AZURE_PRINCIPAL_ID): Key Vault Secrets User, to read the generated secrets back; empty: no grant.')
+param principalId string = ''
+@allowed(['User', 'ServicePrincipal'])
+param principalType string = 'User'
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -112,7 +159,7 @@ var exportsResourceGroup = externalExports ? exportsStorageResourceGroup : rg.na
 var containerNames = {
   items: 'items' // shared/services/collect.py ITEMS_CONTAINER, AL_ITEMS_CONTAINER
   landing: 'landing' // AL_LANDING_CONTAINER
-  labeling: 'labeling-input' // shared/services/select.py LABELING_CONTAINER, AL_LABELING_CONTAINER
+  // (AL_LABELING_CONTAINER is on the labeling account, not here: param labelingContainer)
   exports: 'exports' // AL_EXPORTS_CONTAINER (in this account unless exportsStorageAccountName is set)
   quarantine: 'exports-quarantine' // AL_QUARANTINE_CONTAINER
   retrainState: 'retrain-state' // AL_RETRAIN_STATE_CONTAINER
@@ -176,6 +223,17 @@ module githubIdentity 'modules/github-identity.bicep' = if (useAml && !empty(git
   }
 }
 
+// Label Studio's own identity: it reads its four Key Vault secrets (keyvault.bicep), nothing the apps may do.
+module labelStudioIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'labelStudioIdentity'
+  scope: rg
+  params: {
+    name: 'id-al-ls-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
 module logAnalytics 'br/public:avm/res/operational-insights/workspace:0.11.1' = {
   name: 'logAnalytics'
   scope: rg
@@ -219,9 +277,7 @@ module aml 'modules/aml-access.bicep' = if (useAml) {
     appPrincipalId: identity.outputs.principalId
     storageAccountName: storage.outputs.name
     itemsContainer: containerNames.items
-    labelingContainer: containerNames.labeling
     itemsDatastoreName: amlItemsDatastore
-    labelingDatastoreName: amlLabelingDatastore
     computeName: amlTrainingCompute
     computeVmSize: amlComputeVmSize
     computeMaxNodes: amlComputeMaxNodes
@@ -241,7 +297,7 @@ module storageRoles 'modules/storage-roles.bicep' = {
   }
 }
 
-// Exports in another account (the workspace's default blob store): the label app's roles there, and the
+// Exports in another account (e.g. the workspace's default blob store): the label app's roles there, and the
 // quarantine container next to the exports (reports, quarantine and replay stay in the watched account).
 module exportsRoles 'modules/exports-roles.bicep' = if (externalExports) {
   name: 'exportsRoles'
@@ -291,6 +347,70 @@ module keyVault 'modules/keyvault.bicep' = {
     tags: tags
     appPrincipalId: identity.outputs.principalId
     githubToken: githubToken
+    labelStudioSecretKey: labelStudioSecretKey
+    postgresAdminPassword: postgresAdminPassword
+    labelStudioPassword: labelStudioPassword
+    labelStudioToken: labelStudioToken
+    labelStudioPrincipalId: labelStudioIdentity.outputs.principalId
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
+  }
+}
+
+// --- labeling: Label Studio, its database, the labeling account -------------------------------------
+module postgres 'modules/postgres.bicep' = {
+  name: 'postgres'
+  scope: rg
+  params: {
+    name: 'psql-al-${resourceToken}'
+    location: location
+    tags: tags
+    administratorLogin: postgresAdminLogin
+    postgresAdminPassword: postgresAdminPassword
+    databaseName: 'labelstudio'
+    skuName: postgresSkuName
+    skuTier: postgresSkuTier
+    serverVersion: postgresVersion
+    storageSizeGB: postgresStorageSizeGB
+  }
+}
+
+module labelStudio 'modules/labelstudio.bicep' = {
+  name: 'labelStudio'
+  scope: rg
+  params: {
+    name: 'ca-al-ls-${resourceToken}'
+    environmentName: 'cae-al-${resourceToken}'
+    location: location
+    tags: tags
+    image: labelStudioImage
+    identityId: labelStudioIdentity.outputs.resourceId
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
+    secretUris: keyVault.outputs.labelStudioSecretUris
+    postgresHost: postgres.outputs.host
+    postgresDatabase: postgres.outputs.databaseName
+    postgresUser: postgres.outputs.administratorLogin
+    username: labelStudioUsername
+    cpu: labelStudioCpu
+    memory: labelStudioMemory
+    maxReplicas: labelStudioMaxReplicas
+  }
+  // (after keyVault through secretUris: its identity can read the secrets before the first revision starts)
+}
+
+// The selector writes the items under labeling here (its identity: Storage Blob Data Contributor on the
+// container); Label Studio reads them with the account key, which goes into Key Vault.
+module labelingStorage 'modules/labeling-storage.bicep' = {
+  name: 'labelingStorage'
+  scope: rg
+  params: {
+    name: 'stlbl${resourceToken}'
+    location: location
+    tags: tags
+    containerName: labelingContainer
+    retentionDays: labelingRetentionDays
+    selectorPrincipalId: identity.outputs.principalId // the selector's identity (shared by the four apps today)
+    keyVaultName: keyVault.outputs.name
   }
 }
 
@@ -336,7 +456,7 @@ var retrainQueueSettings = {
   AL_RETRAIN_QUEUE: queueNames.retrain
 }
 
-// The Azure ML workspace (MLClient / ARM calls: labeling export, jobs, models, endpoint).
+// The Azure ML workspace (MLClient: data assets, jobs, models, endpoint); only the dispatch app trains and deploys.
 var amlWorkspaceSettings = {
   AL_AML_SUBSCRIPTION_ID: amlSubscriptionId
   AL_AML_RESOURCE_GROUP: amlResourceGroup
@@ -361,21 +481,33 @@ var collectorSettings = union(itemHostSettings, {
   AL_MAX_EMBEDDING_DIM: '4096'
 })
 
-var selectorSettings = union(amlWorkspaceSettings, itemHostSettings, {
+// Label Studio, for the two apps that talk to it: the selector hands tasks over, the label app takes the
+// answers back. The token is a Key Vault reference (the same secret is Label Studio's LABEL_STUDIO_USER_TOKEN);
+// the project id is empty until the postdeploy hook has run `al labeling setup`. Both build the tasks' image
+// references (azure-blob://<container>/<key>) against the labeling account, hence its endpoint; only the
+// selector writes there (its role: labeling-storage.bicep).
+var labelStudioSettings = {
+  AL_LABEL_STUDIO_URL: labelStudio.outputs.url
+  AL_LABEL_STUDIO_TOKEN: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.labelStudioTokenSecretUri})'
+  AL_LABEL_STUDIO_PROJECT_ID: labelStudioProjectId
+  AL_LABEL_STUDIO_TIMEOUT_SECONDS: labelStudioTimeoutSeconds
+  AL_LABELING_ACCOUNT_URL: labelingStorage.outputs.blobEndpoint
+}
+
+var selectorSettings = union(itemHostSettings, labelStudioSettings, {
   AL_STRATEGY: strategy
   AL_BATCH_SIZE: string(batchSize)
   AL_WINDOW_HOURS: windowHours
   AL_SELECTION_SCHEDULE: selectionSchedule
   AL_SELECTION_LOCK_CONTAINER: containerNames.selectionLock
   AL_SELECTION_LEASE_SECONDS: '60'
-  AL_LABELING_CONTAINER: containerNames.labeling
-  // The Data Labeling project the selector hands off to (and may ask to export after a hand-off).
-  AL_AML_LABELING_JOB: amlLabelingJob
+  // Where the selector copies the items it hands to Label Studio, on the labeling account.
+  AL_LABELING_CONTAINER: labelingContainer
 }, labelsPerDay > 0 ? { AL_LABELS_PER_DAY: string(labelsPerDay) } : {},
   labelsTotal > 0 ? { AL_LABELS_TOTAL: string(labelsTotal) } : {},
   !empty(stopUncertaintyBelow) ? { AL_STOP_UNCERTAINTY_BELOW: stopUncertaintyBelow } : {})
 
-var labelsSettings = union(retrainQueueSettings, amlWorkspaceSettings, classSettings, {
+var labelsSettings = union(retrainQueueSettings, classSettings, labelStudioSettings, {
   // The blob trigger's connection (identity-based): the account the exports land in, which the Event Grid
   // system topic watches (AL_EXPORTS_STORAGE, the connection functions/label_export_trigger names).
   AL_EXPORTS_STORAGE__blobServiceUri: exportsBlobUri
@@ -393,13 +525,9 @@ var labelsSettings = union(retrainQueueSettings, amlWorkspaceSettings, classSett
   AL_RETRAIN_STATE_CONTAINER: containerNames.retrainState
   AL_RETRAIN_THRESHOLD: string(retrainThreshold)
   AL_MAX_EXPORT_BYTES: '268435456'
-  // Automatic export: a timer asks Data Labeling to export this project's labels (exportLabels) into the
-  // workspace's default blob store, where the trigger above picks them up.
-  AL_AML_LABELING_JOB: amlLabelingJob
-  AL_EXPORT_SCHEDULE: exportSchedule
-  AL_EXPORT_FORMAT: exportFormat
-  // exportLabels is an ARM operation: this cloud's Resource Manager endpoint.
-  AL_AML_ARM_URL: environment().resourceManager
+  // The catch-up timer (%AL_LABEL_SYNC_SCHEDULE%): reads the annotations changed since its watermark, for the
+  // webhooks Label Studio sent once and lost (POST /api/labels/webhook takes the others).
+  AL_LABEL_SYNC_SCHEDULE: labelSyncSchedule
 })
 
 var dispatchSettings = union(retrainQueueSettings, amlWorkspaceSettings, classSettings, {
@@ -480,7 +608,18 @@ output EXPORTS_SYSTEM_TOPIC_RESOURCE_GROUP string = exportsResourceGroup
 output EXPORTS_SYSTEM_TOPIC_SUBSCRIPTION_ID string = exportsSubscriptionId
 output AL_EXPORTS_CONTAINER string = externalExports ? exportsContainer : containerNames.exports
 output AL_EXPORTS_PREFIX string = exportsPrefix
-output AL_AML_LABELING_JOB string = amlLabelingJob
 output AML_TRAINING_COMPUTE string = useAml ? amlTrainingCompute : ''
 output AML_ITEMS_DATASTORE string = useAml ? amlItemsDatastore : ''
 output COLLECTOR_URL string = 'https://${functionApps[0].outputs.hostName}/api/predictions'
+// Labeling (no secrets: names and addresses only). Where labelers sign in, and what the postdeploy hook passes
+// to `al labeling setup`.
+output LABEL_STUDIO_URL string = labelStudio.outputs.url
+output LABELING_ACCOUNT_URL string = labelingStorage.outputs.blobEndpoint
+output LABELING_STORAGE_ACCOUNT_NAME string = labelingStorage.outputs.name
+output AL_LABELING_CONTAINER string = labelingContainer
+output AL_MODEL_NAME string = modelName
+output LABEL_STUDIO_USERNAME string = labelStudioUsername
+output LABEL_STUDIO_PROJECT_ID string = labelStudioProjectId
+// Key Vault secret names (not values) the hook reads with `az keyvault secret show`.
+output LABEL_STUDIO_TOKEN_SECRET_NAME string = keyVault.outputs.labelStudioTokenSecretName
+output LABELING_STORAGE_KEY_SECRET_NAME string = labelingStorage.outputs.keySecretName

@@ -1,25 +1,22 @@
 // Access to the existing Azure ML workspace (deployed into the workspace's resource group):
 // - the apps' identity as AzureML Data Scientist (submit and read jobs, register models, update the
-//   online endpoint's deployment, export a labeling project's labels; it cannot create compute or change
-//   the workspace);
-// - identity-based datastores on the loop's items and labeling-input containers, so the labeling
-//   project reads the selector's input folder and training reads items by datastore URI;
+//   online endpoint's deployment; it cannot create compute or change the workspace);
+// - an identity-based datastore on the loop's items container, so that training reads items by datastore URI
+//   (labeling is Label Studio's, outside the workspace: no labeling datastore);
 // - the training compute cluster training/job.yml runs on: scales to zero, runs as its own user-assigned
 //   identity, which reads the items datastore and the manifests (Storage Blob Data Reader on the loop's
-//   account, storage-roles.bicep): the datastores hold no credential, so the job reads with that identity;
+//   account, storage-roles.bicep): the datastore holds no credential, so the job reads with that identity;
 // - AzureML Data Scientist for the training workflow's identity (GitHub OIDC, github-identity.bicep).
 
 param workspaceName string
 param appPrincipalId string
 
-@description('Loop storage account and containers the datastores point at.')
+@description('Loop storage account and container the items datastore points at.')
 param storageAccountName string
 param itemsContainer string
-param labelingContainer string
 
-@description('Datastore names; empty: do not create that datastore.')
+@description('Datastore name; empty: do not create the datastore.')
 param itemsDatastoreName string = ''
-param labelingDatastoreName string = ''
 
 @description('Principal id of the training workflow\'s identity (GitHub OIDC); empty: no grant.')
 param workflowPrincipalId string = ''
@@ -70,21 +67,6 @@ resource itemsDatastore 'Microsoft.MachineLearningServices/workspaces/datastores
     serviceDataAccessAuthIdentity: 'WorkspaceSystemAssignedIdentity'
     credentials: { credentialsType: 'None' }
     description: 'Active-learning loop: content-addressed items (scoring_collector)'
-  }
-}
-
-resource labelingDatastore 'Microsoft.MachineLearningServices/workspaces/datastores@2024-04-01' = if (!empty(labelingDatastoreName)) {
-  parent: workspace
-  name: empty(labelingDatastoreName) ? 'unused-labeling' : labelingDatastoreName
-  properties: {
-    datastoreType: 'AzureBlob'
-    accountName: storageAccountName
-    containerName: labelingContainer
-    endpoint: environment().suffixes.storage
-    protocol: 'https'
-    serviceDataAccessAuthIdentity: 'WorkspaceSystemAssignedIdentity'
-    credentials: { credentialsType: 'None' }
-    description: 'Active-learning loop: the labeling project\'s input folder (selector_timer)'
   }
 }
 

@@ -1,5 +1,5 @@
-// When Azure ML Data Labeling writes its exports to another storage account (the workspace's default
-// blob store), the label stage works in that account: the blob trigger watches it, the reports are
+// When the labeling exports are dropped into another storage account (e.g. the Azure ML workspace's default
+// blob store, where historical Data Labeling exports are), the label stage works in that account: the blob trigger watches it, the reports are
 // written next to the exports, unreadable exports are quarantined and replayed there. Its identity needs
 // Blob Data Owner (blob trigger receipts; reports; quarantine) and Queue Data Contributor (the trigger's
 // poison queue) there, and the quarantine container must exist. Deployed into that account's resource

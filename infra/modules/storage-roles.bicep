@@ -1,6 +1,6 @@
 // Data-plane roles on the loop's storage account for the apps' user-assigned identity, and read access
-// for the Azure ML workspace (labeling reads the labeling input, Studio previews items, through
-// identity-based datastores) and for the training compute cluster's identity (the job mounts the items
+// for the Azure ML workspace (Studio previews items and data assets through the identity-based items
+// datastore) and for the training compute cluster's identity (the job mounts the items
 // datastore and reads the manifest data asset in the manifests container).
 
 param storageAccountName string
@@ -17,7 +17,8 @@ param computePrincipalId string = ''
 // Built-in role definition ids (stable across tenants).
 var roles = {
   // The host's AzureWebJobsStorage, the Flex Consumption deployment container and the blob trigger
-  // need Owner; the code's BlobServiceClient (items, landing, labeling input, models, ...) is covered.
+  // need Owner; the code's BlobServiceClient (items, landing, models, manifests, ...) is covered. The items
+  // under labeling live on the labeling account (labeling-storage.bicep), not here.
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   // Retrain queue: the label stage sends (and creates it if missing), the dispatch trigger reads and
   // deletes; Durable Functions' task hub queues; the blob trigger's poison queue.

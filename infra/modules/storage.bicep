@@ -1,4 +1,6 @@
 // The loop's storage account: every container and queue the code names, no shared-key access.
+// (The one account with shared keys is the separate labeling account, labeling-storage.bicep: only the items
+// under labeling, for Label Studio.)
 // Why one account: the function apps' host storage (AzureWebJobsStorage), the Flex Consumption
 // deployment packages and the loop's data share one identity-only account; the containers keep the
 // data apart and the role assignments stay on one scope.
@@ -8,7 +10,7 @@ param name string
 param location string
 param tags object = {}
 
-@description('Blob containers the code uses (items, landing, labeling input, exports, ...).')
+@description('Blob containers the code uses (items, landing, exports, models, ...).')
 param containers array
 
 @description('Queues the code uses (the retrain requests).')

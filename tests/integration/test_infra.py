@@ -31,10 +31,16 @@ FIELDS = set(Settings.model_fields)
 # is for Azurite only (local.settings.json); in Azure the apps use AL_STORAGE_ACCOUNT_URL + identity.
 LOCAL_ONLY = {"AL_STORAGE_CONNECTION_STRING"}
 
-# Issue 10's new settings: the Event Grid source switch, the exports account and its trigger connection,
-# the automatic export. Each must reach the apps that read it and be explained for func start users.
-ISSUE_10_NEW = {"AL_BLOB_TRIGGER_SOURCE", "AL_EXPORTS_ACCOUNT_URL", "AL_AML_LABELING_JOB", "AL_EXPORT_SCHEDULE",
-                "AL_EXPORT_FORMAT", "AL_AML_ARM_URL", "AL_EXPORTS_STORAGE"}
+# Issue 10's new settings: the Event Grid source switch, the exports account and its trigger connection.
+# Each must reach the apps that read it and be explained for func start users.
+ISSUE_10_NEW = {"AL_BLOB_TRIGGER_SOURCE", "AL_EXPORTS_ACCOUNT_URL", "AL_EXPORTS_STORAGE"}
+
+# Label Studio replaces Azure ML Data Labeling (retired 2026-09-30): the settings of the hand-over and the
+# way back, also explained for func start users.
+LABELING_NEW = {"AL_LABEL_STUDIO_URL", "AL_LABEL_STUDIO_TOKEN", "AL_LABEL_STUDIO_PROJECT_ID",
+                "AL_LABEL_STUDIO_TIMEOUT_SECONDS", "AL_LABEL_SYNC_SCHEDULE", "AL_LABELING_ACCOUNT_URL"}
+# ... and the Data Labeling export timer's settings, gone with it: nowhere in the infrastructure or docs.
+REMOVED = {"AL_AML_LABELING_JOB", "AL_EXPORT_SCHEDULE", "AL_EXPORT_FORMAT", "AL_AML_ARM_URL"}
 
 
 # -- reading the Bicep text ---------------------------------------------------------------------------
@@ -338,19 +344,35 @@ EVENTGRID = INFRA / "eventgrid" / "exports-subscription.bicep"
 HOST_KEY = re.compile(r"listKeys\(hostId, '[\d-]+'\)\.systemKeys\.blobs_extension")
 
 
-def all_bicep() -> dict[str, str]:
+def all_bicep_paths() -> list[Path]:
     """main.bicep, its modules, and the templates deployed apart from it (infra/eventgrid/)."""
-    return {p.name: p.read_text() for p in [MAIN, *sorted(INFRA.glob("*/*.bicep"))]}
+    return [MAIN, *sorted(INFRA.glob("*/*.bicep"))]
+
+
+def all_bicep() -> dict[str, str]:
+    return {p.name: p.read_text() for p in all_bicep_paths()}
+
+
+LABELING_STORAGE = MODULES / "labeling-storage.bicep"
+
+# The one storage key a template reads: the labeling account's, straight into a Key Vault secret, for Label
+# Studio's storage connection (its open-source Azure storage signs in with the account key only).
+LABELING_KEY = re.compile(r"value: account\.listKeys\(\)\.keys\[0\]\.value")
 
 
 def test_no_storage_key_or_secret_connection_string_anywhere_in_the_bicep():
-    assert EVENTGRID.name in all_bicep()
+    assert EVENTGRID.name in all_bicep() and LABELING_STORAGE.name in all_bicep()
     for name, text in all_bicep().items():
         code = _strip_comments(text)
         if name == EVENTGRID.name:
             assert len(HOST_KEY.findall(code)) == 1
             assert "'Microsoft.Web/sites/host', functionAppName, 'default')" in code
             code = HOST_KEY.sub("", code)
+        if name == LABELING_STORAGE.name:
+            assert len(LABELING_KEY.findall(code)) == 1
+            secret = re.search(r"(?s)resource keySecret 'Microsoft\.KeyVault/vaults/secrets@[\d-]+' = \{.*?\n\}", code)
+            assert secret and LABELING_KEY.search(secret.group(0)), "the key goes into a Key Vault secret only"
+            code = LABELING_KEY.sub("", code)
         for bad in ("listKeys(", "listKey(", "AccountKey=", "SharedAccessSignature", "primaryKey",
                     "listConnectionStrings", "AzureWebJobsStorage:", "AL_STORAGE:", "AL_STORAGE_CONNECTION_STRING"):
             assert bad not in code, f"{name}: {bad}"
@@ -364,14 +386,22 @@ def test_no_storage_key_or_secret_connection_string_anywhere_in_the_bicep():
     assert "DisableLocalAuth: true" in appi  # its connection string then grants nothing
 
 
+SECURE_PARAM = r"@secure\(\)\s*(?:@description\([^\n]*\)\s*)?param (\w+) string(?: = (.+))?"
+LABEL_STUDIO_SECRETS = ["labelStudioSecretKey", "postgresAdminPassword", "labelStudioPassword", "labelStudioToken"]
+
+
 def test_no_secret_parameter_is_written_in_clear_to_an_output_or_setting():
     main = main_text()
-    secure = re.findall(r"@secure\(\)\s*(?:@description\([^\n]*\)\s*)?param (\w+)", MAIN.read_text())
-    assert secure == ["githubToken"]
-    for name in re.findall(r"@secure\(\)\s*(?:@description\([^\n]*\)\s*)?param (\w+)", MAIN.read_text()):
+    secure = dict(re.findall(SECURE_PARAM, MAIN.read_text()))
+    assert list(secure) == ["githubToken", *LABEL_STUDIO_SECRETS]
+    for name in secure:
         uses = [line for line in main.splitlines() if re.search(rf"\b{name}\b", line) and "param " not in line]
-        assert all(re.fullmatch(rf"\s*{name}: {name}", u) for u in uses), uses  # only passed to the vault module
+        # only passed on, under its own name, to the vault module (and the database's password to the server)
+        assert uses and all(re.fullmatch(rf"\s*{name}: {name}", u) for u in uses), uses
         assert not re.search(rf"(?m)^output .*\b{name}\b", main)
+    assert "postgresAdminPassword: postgresAdminPassword" in module_call("postgres")
+    for name in secure:
+        assert f"{name}: {name}" in module_call("keyVault"), name
 
 
 # -- containers and queues ----------------------------------------------------------------------------
@@ -394,7 +424,12 @@ def test_every_container_and_queue_the_code_names_is_created():
     containers, queues = code_containers_and_queues()
     assert {"items", "landing", "labeling-input", "exports", "exports-quarantine", "models"} <= containers
     assert "retrain-requests" in queues
-    created_containers = {v.strip("'") for v in object_values(var_expr("containerNames")).values()}
+    loop_containers = {v.strip("'") for v in object_values(var_expr("containerNames")).values()}
+    # the items under labeling are on the labeling account, not the loop's
+    assert "labeling-input" not in loop_containers
+    assert literal(app_settings_of("selector_timer")["AL_LABELING_CONTAINER"]) == "labeling-input"
+    assert "containerName: labelingContainer" in module_call("labelingStorage")
+    created_containers = loop_containers | {"labeling-input"}
     created_queues = {v.strip("'") for v in object_values(var_expr("queueNames")).values()}
     assert containers <= created_containers, sorted(containers - created_containers)
     assert queues <= created_queues, sorted(queues - created_queues)
@@ -484,10 +519,20 @@ def test_every_client_the_code_builds_has_its_role():
 
 
 def test_role_assignments_go_to_the_apps_identity_as_a_service_principal():
+    deployer = 0
     for name, text in all_bicep().items():
         for body in re.findall(r"(?s)'Microsoft\.Authorization/roleAssignments@[\d-]+' = .*?\n\}", text):
-            assert "principalType: 'ServicePrincipal'" in body, name
             assert re.search(r"name: guid\(", body), name  # idempotent on re-deploy
+            if "principalId: deployerPrincipalId" in body:  # whoever deploys reads the generated secrets back
+                deployer += 1
+                assert "principalType: deployerPrincipalType" in body and "keyVaultSecretsUser" in body
+                continue
+            assert "principalType: 'ServicePrincipal'" in body, name
+    assert deployer == 1
+    call = module_call("keyVault")
+    assert "deployerPrincipalId: principalId" in call and "deployerPrincipalType: principalType" in call
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["principalId"] == {"value": "${AZURE_PRINCIPAL_ID}"}
 
 
 def test_the_apps_run_as_the_one_user_assigned_identity():
@@ -674,10 +719,13 @@ esac
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "SERVICE_LABELS_NAME": "func-al-labels-x",
            "AZURE_RESOURCE_GROUP": "rg-al", "AZURE_SUBSCRIPTION_ID": "sub-app", "EXPORTS_SYSTEM_TOPIC_NAME": "evgt",
            "EXPORTS_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-ml", "EXPORTS_SYSTEM_TOPIC_SUBSCRIPTION_ID": "sub-ml",
-           "AL_EXPORTS_CONTAINER": "azureml-blobstore-1", "AL_EXPORTS_PREFIX": "Labeling/export/"}
+           "AL_EXPORTS_CONTAINER": "azureml-blobstore-1", "AL_EXPORTS_PREFIX": "Labeling/export/",
+           "LABEL_STUDIO_PROJECT_ID": "3"}  # set up before: the hook leaves Label Studio alone
     done = subprocess.run(["sh", str(HOOK)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    assert "project 3" in done.stdout
     calls = log.read_text().splitlines()
+    assert not [c for c in calls if "keyvault" in c or "appsettings" in c]
     assert sum("keys list" in c for c in calls) == 2  # polled until the key exists
     deploy = [c for c in calls if c.startswith("deployment group create")]
     assert len(deploy) == 1
@@ -839,14 +887,20 @@ def test_every_app_runs_on_the_azure_backend_with_the_adx_coordinates(stage):
 
 
 @pytest.mark.parametrize("stage", ["label_export_trigger", "github_dispatch"])
-def test_the_label_and_dispatch_apps_reach_the_retrain_queue_and_the_workspace(stage):
+def test_the_label_and_dispatch_apps_reach_the_retrain_queue(stage):
     settings = app_settings_of(stage)
     assert settings["AL_STORAGE_QUEUE_URL"] == "storage.outputs.queueEndpoint"
     assert settings["AL_RETRAIN_QUEUE"] == "queueNames.retrain"
     assert settings["AL_STORAGE_ACCOUNT_URL"] == "storage.outputs.blobEndpoint"
+
+
+def test_only_the_dispatch_app_reaches_the_workspace():
+    """The workspace was the label and selector apps' for Data Labeling only: now training and deployment."""
     for name, param in (("AL_AML_SUBSCRIPTION_ID", "amlSubscriptionId"), ("AL_AML_RESOURCE_GROUP", "amlResourceGroup"),
                         ("AL_AML_WORKSPACE", "amlWorkspace")):
-        assert settings[name] == param
+        assert app_settings_of("github_dispatch")[name] == param
+        for stage in set(STAGES) - {"github_dispatch"}:
+            assert name not in app_settings_of(stage), (name, stage)
 
 
 def test_the_apps_identity_is_ingestor_and_viewer_of_the_adx_database():
@@ -856,17 +910,13 @@ def test_the_apps_identity_is_ingestor_and_viewer_of_the_adx_database():
         assert re.search(rf"principalId: appClientId\s*principalType: 'App'\s*role: '{role}'", adx), role
 
 
-# setting -> the apps that must have it (the Python side of issue 10 reads them under these names)
+# setting -> the apps that must have it (the Python side reads them under these names)
 ISSUE_10_SETTINGS = {
     "AL_BLOB_TRIGGER_SOURCE": {"label_export_trigger"},
     "AL_EXPORTS_ACCOUNT_URL": {"label_export_trigger"},
-    "AL_EXPORT_SCHEDULE": {"label_export_trigger"},
-    "AL_EXPORT_FORMAT": {"label_export_trigger"},
-    "AL_AML_ARM_URL": {"label_export_trigger"},
-    "AL_AML_LABELING_JOB": {"label_export_trigger", "selector_timer"},
-    "AL_AML_SUBSCRIPTION_ID": {"label_export_trigger", "github_dispatch"},
-    "AL_AML_RESOURCE_GROUP": {"label_export_trigger", "github_dispatch"},
-    "AL_AML_WORKSPACE": {"label_export_trigger", "github_dispatch"},
+    "AL_AML_SUBSCRIPTION_ID": {"github_dispatch"},
+    "AL_AML_RESOURCE_GROUP": {"github_dispatch"},
+    "AL_AML_WORKSPACE": {"github_dispatch"},
 }
 
 
@@ -874,38 +924,362 @@ def test_the_settings_issue_10_adds_reach_the_apps_that_read_them():
     for name, stages in ISSUE_10_SETTINGS.items():
         for stage in stages:
             assert name in app_settings_of(stage), (name, stage)
-    labels = app_settings_of("label_export_trigger")
-    assert labels["AL_EXPORT_SCHEDULE"] == "exportSchedule" and params()["exportSchedule"] == "'0 */30 * * * *'"
-    assert labels["AL_AML_LABELING_JOB"] == app_settings_of("selector_timer")["AL_AML_LABELING_JOB"] == "amlLabelingJob"
     values = json.loads((ROOT / "local.settings.json.example").read_text())
     assert set(ISSUE_10_SETTINGS) <= set(values["Values"])
-    assert values["Values"]["AL_EXPORT_SCHEDULE"] == "0 */30 * * * *"
     assert set(ISSUE_10_NEW) <= set(values["Comments"])  # what each new setting means, for func start users
-    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
-    assert parameters["amlLabelingJob"] == {"value": "${AML_LABELING_JOB}"}
+
+
+def test_the_data_labeling_export_settings_are_gone_everywhere():
+    texts = {p.relative_to(ROOT).as_posix(): p.read_text() for p in
+             [*all_bicep_paths(), INFRA / "main.parameters.json", HOOK, INFRA / "README.md",
+              ROOT / "local.settings.json.example", ROOT / "docs" / "deploy.md"]}
+    for name, text in texts.items():
+        for removed in [*REMOVED, "AML_LABELING_JOB", "amlLabelingJob", "exportSchedule", "exportFormat",
+                        "amlLabelingDatastore", "al_labeling_input"]:
+            assert removed not in text, (name, removed)
+    for removed in REMOVED:
+        assert removed.removeprefix("AL_").lower() not in FIELDS, removed  # the contract (shared/settings.py)
 
 
 # The runbook
 
 def test_the_deploy_runbook_walks_to_the_first_closed_round_and_cites_its_sources():
     doc = (ROOT / "docs" / "deploy.md").read_text()
-    for needle in ("azd up", "infra/adx/", "AML_LABELING_JOB", "al bootstrap --model-dir", "al bootstrap --aml-model",
+    for needle in ("azd up", "infra/adx/", "al bootstrap --model-dir", "al bootstrap --aml-model",
                    "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID", "AML_WORKSPACE", "AML_RESOURCE_GROUP",
-                   "postdeploy", "retrain-requests", "/api/retrain/retrain-", "ModelVersions", "Labels"):
+                   "postdeploy", "retrain-requests", "/api/retrain/retrain-", "ModelVersions", "Labels",
+                   # labeling: where Label Studio is, the first sign-in, the project, the way back
+                   "LABEL_STUDIO_URL", "LABEL_STUDIO_USERNAME", "label-studio-password", "invite",
+                   "al labeling setup", "Uncertainty sampling", "x-functions-key", "/api/labels/webhook",
+                   "LABEL_STUDIO_PROJECT_ID", "Labels | take 10", "docs/migrating-from-azureml-labeling.md",
+                   "## Label Studio on Azure"):
         assert needle in doc, needle
     cli = (ROOT / "shared" / "cli.py").read_text()
     if '"bootstrap"' in cli:  # the options the runbook uses are the command's
         for option in set(re.findall(r"al bootstrap (?:[^\n`]*?)(--[a-z-]+)", doc)) | {"--collector-url", "--classes"}:
             assert f'"{option}"' in cli, option
+    if '"labeling"' in cli:  # the options the hook and the runbook pass to `al labeling setup` are the command's
+        used = set(re.findall(r"al labeling setup (?:[^\n`]*?)(--[a-z-]+)", doc + HOOK.read_text()))
+        call = re.search(r"(?s)al labeling setup (--url .*?)\); then", HOOK.read_text())
+        assert call, "the hook runs no `al labeling setup --url ...`"
+        used |= set(re.findall(r"(--[a-z-]+) ", call.group(1)))
+        for option in used:
+            assert f'"{option}"' in cli, option
     refs = doc.split("## References", 1)
     assert len(refs) == 2, "no References section"
     urls = re.findall(r"https://[^\s)>\]]+", refs[1])
     assert len(urls) >= 8
-    assert all(u.startswith(("https://learn.microsoft.com/", "https://docs.github.com/", "https://github.com/Azure"))
-               for u in urls), urls
+    assert all(u.startswith(("https://learn.microsoft.com/", "https://docs.github.com/", "https://github.com/Azure",
+                             "https://labelstud.io/", "https://github.com/HumanSignal/")) for u in urls), urls
     for topic in ("functions-event-grid-blob-trigger", "flex-consumption", "durable-functions-azure-storage-provider",
-                  "exportlabels", "create-a-workflow-dispatch-event", "ingest-data-streaming", "extent-tags"):
+                  "create-a-workflow-dispatch-event", "ingest-data-streaming", "extent-tags",
+                  # Label Studio on Azure: what the templates rely on
+                  "container-apps/manage-secrets", "how-to-connect-tls-ssl", "lifecycle-management",
+                  "assign-azure-role-data-access", "labelstud.io/guide/"):
         assert any(topic in u for u in urls), topic
+
+
+# -- labeling: Label Studio on Azure (Container Apps, PostgreSQL, the labeling account) -----------------------
+
+LABEL_STUDIO = MODULES / "labelstudio.bicep"
+POSTGRES = MODULES / "postgres.bicep"
+KEYVAULT = MODULES / "keyvault.bicep"
+# setting -> the apps that get it (the selector hands tasks over, the label app takes the answers back)
+LABELING_SETTINGS = {
+    "AL_LABEL_STUDIO_URL": {"selector_timer", "label_export_trigger"},
+    "AL_LABEL_STUDIO_TOKEN": {"selector_timer", "label_export_trigger"},
+    "AL_LABEL_STUDIO_PROJECT_ID": {"selector_timer", "label_export_trigger"},
+    "AL_LABEL_STUDIO_TIMEOUT_SECONDS": {"selector_timer", "label_export_trigger"},
+    # both build the tasks' image references against the labeling account (shared/backends.py labeling_tool)
+    "AL_LABELING_ACCOUNT_URL": {"selector_timer", "label_export_trigger"},
+    "AL_LABELING_CONTAINER": {"selector_timer"},
+    "AL_LABEL_SYNC_SCHEDULE": {"label_export_trigger"},
+}
+
+
+def label_studio_env() -> dict[str, str]:
+    """The container's environment: name -> "value '...'" or "secretRef '...'"."""
+    text = _strip_comments(LABEL_STUDIO.read_text())
+    return {m.group(1): f"{m.group(2)} {m.group(3)}" for m in
+            re.finditer(r"\{ name: '(\w+)', (value|secretRef): ('[^']*'|\w+) \}", text)}
+
+
+def label_studio_source() -> Path | None:
+    """The installed Label Studio package (its own venv, .venv-label-studio), when there is one."""
+    found = sorted(ROOT.glob(".venv-label-studio/lib/python3*/site-packages/label_studio"))
+    return found[0] if found else None
+
+
+def test_label_studio_runs_the_official_image_pinned_to_1_23():
+    image = params()["labelStudioImage"].strip("'")
+    assert re.fullmatch(r"heartexlabs/label-studio:1\.23\.\d+", image), image
+    assert "image: labelStudioImage" in module_call("labelStudio")
+    module = template_params(LABEL_STUDIO.read_text())
+    assert module["image"].strip("'") == image  # the module's own default is the same pin
+    assert "image: image" in _strip_comments(LABEL_STUDIO.read_text())
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["labelStudioImage"] == {"value": f"${{LABEL_STUDIO_IMAGE={image}}}"}
+    for name, text in all_bicep().items():
+        assert ":latest" not in text, name
+
+
+def test_label_studio_is_reached_over_https_only_and_keeps_one_replica():
+    ls = _strip_comments(LABEL_STUDIO.read_text())
+    ingress = re.search(r"(?s)ingress: \{.*?\n      \}", ls).group(0)
+    for needle in ("external: true", "targetPort: 8080", "allowInsecure: false"):
+        assert needle in ingress, needle
+    assert "minReplicas: 1" in ls  # state is in PostgreSQL; one replica always answers webhooks and labelers
+    assert "appLogsConfiguration: { destination: 'azure-monitor' }" in ls  # no Log Analytics shared key
+    assert "workspaceId: logAnalyticsWorkspaceId" in ls
+    assert "logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId" in module_call("labelStudio")
+    env = label_studio_env()
+    url = "value url"
+    assert env["LABEL_STUDIO_HOST"] == env["CSRF_TRUSTED_ORIGINS"] == url
+    assert "var url = 'https://${name}.${managedEnvironment.properties.defaultDomain}'" in ls
+    assert outputs()["LABEL_STUDIO_URL"] == "labelStudio.outputs.url"
+    assert app_settings_of("selector_timer")["AL_LABEL_STUDIO_URL"] == "labelStudio.outputs.url"
+
+
+def test_label_studio_talks_to_postgres_over_tls_only():
+    env = label_studio_env()
+    assert env["DJANGO_DB"] == "value 'default'" and env["POSTGRE_PORT"] == "value '5432'"
+    assert env["PGSSLMODE"] == "value 'require'"
+    assert env["POSTGRE_HOST"] == "value postgresHost" and env["POSTGRE_NAME"] == "value postgresDatabase"
+    assert env["POSTGRE_USER"] == "value postgresUser" and env["POSTGRE_PASSWORD"] == "secretRef 'db-password'"
+    call = module_call("labelStudio")
+    assert "postgresHost: postgres.outputs.host" in call and "postgresDatabase: postgres.outputs.databaseName" in call
+    pg = _strip_comments(POSTGRES.read_text())
+    tls = re.search(r"(?s)resource \w+ 'Microsoft\.DBforPostgreSQL/flexibleServers/configurations@[\d-]+' = \{"
+                    r"\s*parent: server\s*name: 'require_secure_transport'\s*properties: \{ value: 'on'", pg)
+    assert tls, "require_secure_transport is not on"
+    assert "version: serverVersion" in pg and template_params(pg)["serverVersion"] == "'16'"
+    assert template_params(pg)["skuName"] == "'Standard_B1ms'" and template_params(pg)["skuTier"] == "'Burstable'"
+    assert params()["postgresSkuName"] == "'Standard_B1ms'" and params()["postgresVersion"] == "'16'"
+    assert "databaseName: 'labelstudio'" in module_call("postgres")
+    # Azure services only (the 0.0.0.0 rule), never a range open to the internet
+    rules = re.findall(r"startIpAddress: '([\d.]+)', endIpAddress: '([\d.]+)'", pg)
+    assert rules == [("0.0.0.0", "0.0.0.0")], rules
+    assert "administratorLoginPassword: postgresAdminPassword" in pg
+    assert re.search(r"@secure\(\)\s*(?:@description\([^\n]*\)\s*)?param postgresAdminPassword string\n", pg)
+
+
+def test_label_studio_reports_nothing_home():
+    env = label_studio_env()
+    assert env["SENTRY_DSN"] == env["FRONTEND_SENTRY_DSN"] == "value ''"  # Sentry is on by default
+    assert env["COLLECT_ANALYTICS"] == env["LATEST_VERSION_CHECK"] == "value 'false'"
+    assert env["WEBHOOK_TIMEOUT"] == "value '10'"  # 1 s by default; the webhook is sent once
+    assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "value 'true'"
+    assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "value 'true'"
+    assert env["LABEL_STUDIO_USERNAME"] == "value username"
+    assert "username: labelStudioUsername" in module_call("labelStudio")
+    assert outputs()["LABEL_STUDIO_USERNAME"] == "labelStudioUsername"
+
+
+def test_label_studio_reads_every_variable_it_is_given():
+    """Each name is one Label Studio reads (as X, LABEL_STUDIO_X or HEARTEX_X), checked in its installed source."""
+    source = label_studio_source()
+    if source is None:
+        pytest.skip("Label Studio is not installed in .venv-label-studio")
+    text = "\n".join(p.read_text(errors="replace") for p in
+                     [source / "server.py", *(source / "core" / "settings").glob("*.py"),
+                      source / "core" / "utils" / "secret_key.py"])
+    for name in label_studio_env():
+        if name == "PGSSLMODE":  # libpq's own (psycopg2), not Label Studio's
+            continue
+        bare = name.removeprefix("LABEL_STUDIO_")
+        assert f"'{name}'" in text or f"'{bare}'" in text, name
+
+
+def test_secrets_reach_label_studio_and_the_apps_only_through_key_vault():
+    ls = _strip_comments(LABEL_STUDIO.read_text())
+    secrets = re.findall(r"\{ name: '([\w-]+)', keyVaultUrl: secretUris\.(\w+), identity: identityId \}", ls)
+    assert sorted(secrets) == [("db-password", "dbPassword"), ("secret-key", "secretKey"),
+                               ("user-password", "password"), ("user-token", "token")]
+    block = re.search(r"(?s)var secrets = \[(.*?)\n\]", ls).group(1)
+    assert "value:" not in block  # references only, never a value
+    assert "secrets: secrets" in ls
+    env = label_studio_env()
+    for name, ref in (("SECRET_KEY", "secret-key"), ("POSTGRE_PASSWORD", "db-password"),
+                      ("LABEL_STUDIO_PASSWORD", "user-password"), ("LABEL_STUDIO_USER_TOKEN", "user-token")):
+        assert env[name] == f"secretRef '{ref}'", name
+    assert not re.search(r"(?m)^@secure\(\)", LABEL_STUDIO.read_text())  # nothing secret passes through it
+    assert "secretUris: keyVault.outputs.labelStudioSecretUris" in module_call("labelStudio")
+    assert "identityId: labelStudioIdentity.outputs.resourceId" in module_call("labelStudio")
+    assert "userAssignedIdentities: { '${identityId}': {} }" in ls
+    # its identity reads its four secrets, at secret scope
+    kv = _strip_comments(KEYVAULT.read_text())
+    reader = re.search(r"(?s)resource labelStudioReader 'Microsoft\.Authorization/roleAssignments@[\d-]+' = "
+                       r"\[for \(\w+, i\) in labelStudioSecretOrder: \{\s*scope: labelStudioSecrets\[i\].*?\n\}\]", kv)
+    assert reader and "principalId: labelStudioPrincipalId" in reader.group(0)
+    assert "labelStudioPrincipalId: labelStudioIdentity.outputs.principalId" in module_call("keyVault")
+    # the apps' token: the same secret as Label Studio's LABEL_STUDIO_USER_TOKEN, as a Key Vault reference
+    for stage in ("selector_timer", "label_export_trigger"):
+        token = app_settings_of(stage)["AL_LABEL_STUDIO_TOKEN"]
+        assert token == "'@Microsoft.KeyVault(SecretUri=${keyVault.outputs.labelStudioTokenSecretUri})'"
+    assert "token: '${vault.properties.vaultUri}secrets/${labelStudioSecretNames.token}'" in kv
+    assert "output labelStudioTokenSecretUri string = '${vault.properties.vaultUri}secrets/" \
+           "${labelStudioSecretNames.token}'" in kv
+
+
+def test_label_studio_secrets_are_generated_once_and_read_back():
+    """Random defaults (newGuid, never uniqueString), and under azd the vault's value on every later provision:
+    Label Studio applies the user's password and token only when it first creates the user."""
+    secure = dict(re.findall(SECURE_PARAM, MAIN.read_text()))
+    for name in LABEL_STUDIO_SECRETS:
+        default = secure[name]
+        assert "newGuid()" in default and "uniqueString" not in default, (name, default)
+        assert not re.search(r"'[^'$]{6,}'", default.replace("'-'", "").replace("''", "")), default  # no literal
+    kv = _strip_comments(KEYVAULT.read_text())
+    names = object_values(var_expr("labelStudioSecretNames", kv))
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    for name, key in zip(LABEL_STUDIO_SECRETS, ("secretKey", "dbPassword", "password", "token"), strict=True):
+        secret = names[key].strip("'")
+        assert parameters[name] == {"value": f"$(secretOrRandomPassword ${{KEY_VAULT_NAME}} {secret})"}, name
+    assert outputs()["KEY_VAULT_NAME"] == "keyVault.outputs.name"
+    for name, text in all_bicep().items():  # no secret in an output, ever
+        for out in re.findall(r"(?m)^output .*$", _strip_comments(text)):
+            assert not re.search(r"listKeys|getSecret|Password\b|SecretKey\b|Token\b(?!SecretUri)", out), (name, out)
+
+
+def test_the_labeling_account_is_the_only_one_with_shared_keys():
+    shared = {name: len(re.findall(r"allowSharedKeyAccess: true", _strip_comments(text)))
+              for name, text in all_bicep().items()}
+    assert {n: c for n, c in shared.items() if c} == {LABELING_STORAGE.name: 1}
+    assert "allowSharedKeyAccess: false" in (MODULES / "storage.bicep").read_text()
+    lab = _strip_comments(LABELING_STORAGE.read_text())
+    for needle in ("kind: 'StorageV2'", "allowBlobPublicAccess: false", "minimumTlsVersion: 'TLS1_2'",
+                   "supportsHttpsTrafficOnly: true"):
+        assert needle in lab, needle
+    assert "cors" not in lab.lower()  # proxy mode: Label Studio streams the bytes, browsers never reach the account
+    # items expire: a lifecycle rule on the labeling container, N days after the last modification
+    rule = re.search(r"(?s)resource lifecycle 'Microsoft\.Storage/storageAccounts/managementPolicies@[\d-]+' = .*?\n\}",
+                     lab).group(0)
+    assert "prefixMatch: ['${containerName}/']" in rule
+    assert "delete: { daysAfterModificationGreaterThan: retentionDays }" in rule
+    assert "retentionDays: labelingRetentionDays" in module_call("labelingStorage")
+    assert params()["labelingRetentionDays"] == "30"
+    # its key: only into Key Vault, where the hook reads it for `al labeling setup`
+    assert "keyVaultName: keyVault.outputs.name" in module_call("labelingStorage")
+    assert outputs()["LABELING_STORAGE_KEY_SECRET_NAME"] == "labelingStorage.outputs.keySecretName"
+    assert outputs()["LABELING_ACCOUNT_URL"] == "labelingStorage.outputs.blobEndpoint"
+
+
+def test_the_selectors_role_on_the_labeling_account_is_container_scoped():
+    lab = _strip_comments(LABELING_STORAGE.read_text())
+    assignments = re.findall(r"(?s)resource (\w+) 'Microsoft\.Authorization/roleAssignments@[\d-]+' = \{(.*?)\n\}", lab)
+    assert [a for a, _ in assignments] == ["selectorWriter"]
+    body = assignments[0][1]
+    assert "scope: container" in body and "principalId: selectorPrincipalId" in body
+    assert "var storageBlobDataContributor = '" + ROLE_IDS["Storage Blob Data Contributor"] + "'" in lab
+    assert "storageBlobDataContributor" in body and "scope: account" not in lab
+    assert re.search(r"resource container 'Microsoft\.Storage/storageAccounts/blobServices/containers@[\d-]+' = \{"
+                     r"\s*parent: blobService\s*name: containerName", lab)
+    assert "selectorPrincipalId: identity.outputs.principalId" in module_call("labelingStorage")
+    # the selector writes there, not into the loop's account
+    assert app_settings_of("selector_timer")["AL_LABELING_ACCOUNT_URL"] == "labelingStorage.outputs.blobEndpoint"
+    assert app_settings_of("selector_timer")["AL_LABELING_CONTAINER"] == "labelingContainer"
+
+
+def test_labeling_settings_reach_the_selector_and_label_apps_only():
+    for name, stages in LABELING_SETTINGS.items():
+        for stage in STAGES:
+            assert (name in app_settings_of(stage)) == (stage in stages), (name, stage)
+    for stage in ("selector_timer", "label_export_trigger"):
+        settings = app_settings_of(stage)
+        assert settings["AL_LABEL_STUDIO_PROJECT_ID"] == "labelStudioProjectId"
+    assert params()["labelStudioProjectId"] == "''"  # until `al labeling setup` ran (the postdeploy hook)
+    assert load_settings(label_studio_project_id="").label_studio_project_id is None
+    sync = app_settings_of("label_export_trigger")["AL_LABEL_SYNC_SCHEDULE"]
+    assert sync == "labelSyncSchedule"
+    assert literal(sync) == Settings.model_fields["label_sync_schedule"].default == "0 * * * * *"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["labelStudioProjectId"] == {"value": "${LABEL_STUDIO_PROJECT_ID}"}
+    assert parameters["labelSyncSchedule"] == {"value": "${AL_LABEL_SYNC_SCHEDULE=0 * * * * *}"}
+    assert parameters["labelingContainer"] == {"value": "${AL_LABELING_CONTAINER=labeling-input}"}
+    values = json.loads((ROOT / "local.settings.json.example").read_text())
+    assert set(values["Values"]) >= LABELING_NEW and set(values["Comments"]) >= LABELING_NEW
+    assert values["Values"]["AL_LABEL_SYNC_SCHEDULE"] == "0 * * * * *"
+
+
+def test_the_label_app_binds_the_sync_timer_and_the_webhook_route():
+    """The label app's catch-up timer resolves %AL_LABEL_SYNC_SCHEDULE%; Label Studio posts to
+    /api/labels/webhook with the app's function key (x-functions-key)."""
+    bp = blueprint("label_export_trigger")
+    assert "AL_LABEL_SYNC_SCHEDULE" in binding_settings("label_export_trigger")
+    assert re.search(r'@bp\.route\(route="labels/webhook", methods=\["POST"\], auth_level=func\.AuthLevel\.FUNCTION\)',
+                     bp), "no POST labels/webhook route at auth level FUNCTION"
+    assert "/api/labels/webhook" in HOOK.read_text()
+
+
+def test_the_postdeploy_hook_sets_up_the_label_studio_project_once(tmp_path):
+    """No LABEL_STUDIO_PROJECT_ID: the hook waits for Label Studio, reads the secrets from Key Vault, runs
+    `al labeling setup` with the token in its environment, keeps the project id and sets it on both apps."""
+    import subprocess
+
+    log, al_log = tmp_path / "az.log", tmp_path / "al.log"
+    (tmp_path / "az").write_text(f"""#!/bin/sh
+echo "$*" >> {log}
+case "$*" in
+  *"--query functionKeys.default"*) echo fn-key-123 ;;
+  "functionapp keys list"*) echo true ;;
+  "functionapp show"*) echo func-al-labels-x.azurewebsites.net ;;
+  *"-n labeling-storage-key"*) echo storage-key-456 ;;
+  *"-n label-studio-token"*) echo token-789 ;;
+esac
+""")
+    (tmp_path / "azd").write_text(f"#!/bin/sh\necho \"azd $*\" >> {log}\n[ \"$1\" = env ] && [ \"$2\" = set ]\n")
+    (tmp_path / "al").write_text(f"""#!/bin/sh
+echo "$* token=$AL_LABEL_STUDIO_TOKEN key=$AL_LABELING_ACCOUNT_KEY hook=$AL_LABEL_STUDIO_WEBHOOK_KEY \\
+backend=$AL_BACKEND model=$AL_MODEL_NAME" >> {al_log}
+echo "created project"
+echo '{{"project_id": 42, "created": true, "storage_id": 1, "webhook_id": 2}}'
+""")
+    (tmp_path / "curl").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "sleep").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("az", "azd", "al", "curl", "sleep"):
+        (tmp_path / tool).chmod(0o755)
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "SERVICE_LABELS_NAME": "func-al-labels-x",
+           "SERVICE_SELECTOR_NAME": "func-al-selector-x", "AZURE_RESOURCE_GROUP": "rg-al",
+           "AZURE_SUBSCRIPTION_ID": "sub-app", "EXPORTS_SYSTEM_TOPIC_NAME": "evgt",
+           "EXPORTS_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-al", "EXPORTS_SYSTEM_TOPIC_SUBSCRIPTION_ID": "sub-app",
+           "AL_EXPORTS_CONTAINER": "exports", "AL_EXPORTS_PREFIX": "",
+           "LABEL_STUDIO_URL": "https://ca-al-ls-x.example.azurecontainerapps.io", "AL_MODEL_NAME": "classifier",
+           "KEY_VAULT_NAME": "kv-al-x", "LABEL_STUDIO_TOKEN_SECRET_NAME": "label-studio-token",
+           "LABELING_STORAGE_KEY_SECRET_NAME": "labeling-storage-key", "LABELING_STORAGE_ACCOUNT_NAME": "stlblx",
+           "AL_LABELING_CONTAINER": "labeling-input"}
+    assert set(env) - {"PATH", "AZURE_SUBSCRIPTION_ID"} <= set(outputs())
+    done = subprocess.run(["sh", str(HOOK)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (setup,) = al_log.read_text().splitlines()
+    arguments, environment = setup.split(" token=")
+    for part in ("labeling setup --url https://ca-al-ls-x.example.azurecontainerapps.io", "--storage azure",
+                 "--webhook-url https://func-al-labels-x.azurewebsites.net/api/labels/webhook",
+                 "--storage-account stlblx", "--container labeling-input"):
+        assert part in arguments, part
+    # the secrets: in the command's environment only, never on its command line
+    assert environment == "token-789 key=storage-key-456 hook=fn-key-123 backend=azure model=classifier"
+    for secret in ("token-789", "storage-key-456", "fn-key-123"):
+        assert secret not in arguments
+    calls = log.read_text().splitlines()
+    assert "keyvault secret show --vault-name kv-al-x -n label-studio-token --query value -o tsv" in calls
+    assert "azd env set LABEL_STUDIO_PROJECT_ID 42" in calls
+    settings = [c for c in calls if "config appsettings set" in c]
+    assert len(settings) == 2 and all("--settings AL_LABEL_STUDIO_PROJECT_ID=42" in c for c in settings)
+    assert {re.search(r"-n (\S+)", c).group(1) for c in settings} == {"func-al-selector-x", "func-al-labels-x"}
+    assert calls.index(settings[-1]) < calls.index(next(c for c in calls if c.startswith("deployment group create")))
+    for secret in ("token-789", "storage-key-456", "fn-key-123"):  # never printed
+        assert secret not in done.stdout + done.stderr, secret
+    assert "project 42" in done.stdout
+
+    # a setup that fails (e.g. no serving model version yet) stops the hook and says what to do
+    (tmp_path / "al").write_text("#!/bin/sh\necho 'no serving version of classifier' >&2\nexit 2\n")
+    done = subprocess.run(["sh", str(HOOK)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "al bootstrap" in done.stderr and "azd hooks run postdeploy" in done.stderr
+    # ... and so does one whose last line names no project
+    (tmp_path / "al").write_text("#!/bin/sh\necho done\n")
+    done = subprocess.run(["sh", str(HOOK)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "project_id" in done.stderr
+    assert len([c for c in log.read_text().splitlines() if c.startswith("azd env set")]) == 1
 
 
 # -- Flex Consumption -----------------------------------------------------------------------------------
