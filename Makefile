@@ -5,9 +5,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
+# Label Studio runs in a venv of its own: it pins many packages tightly (never in the project's venv).
+LABEL_STUDIO_VERSION := 1.23.2
+LS_VENV  := .venv-label-studio
+LS_STAMP := $(LS_VENV)/.installed-stamp-$(LABEL_STUDIO_VERSION)
+CHROMIUM ?= /usr/bin/chromium
 ARGS   ?=
 
-.PHONY: install simulate test e2e bench lint typecheck clean
+.PHONY: install simulate label label-studio chromium test e2e bench lint typecheck clean
 
 install: $(STAMP)
 
@@ -24,15 +29,33 @@ $(STAMP): pyproject.toml requirements.txt
 	$(BIN)/python -m pip install --quiet -e '.[dev,azure]'
 	@touch $(STAMP)
 
+$(LS_STAMP):
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio==$(LABEL_STUDIO_VERSION)'
+	@touch $(LS_STAMP)
+
+label-studio: $(LS_STAMP)
+
+# A real browser for the labeling test: Debian's Chromium (a test tool's own browser download fails offline).
+chromium:
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "Debian's chromium is needed at $(CHROMIUM): apt-get install chromium"; exit 1; }; }
+
 simulate: $(STAMP)
 	$(BIN)/al simulate $(ARGS)
 
-test: $(STAMP) $(NODE_STAMP)
+# Label your own images in a local Label Studio; the embedded loop retrains as labels arrive.
+label: $(STAMP) $(LS_STAMP)
+	$(BIN)/al label $(ARGS)
+
+test: $(STAMP) $(NODE_STAMP) $(LS_STAMP) chromium
 	$(BIN)/python -m pytest $(ARGS)
 
 # The four function apps as four processes on the Azure backend, against Azurite and the ADX, GitHub and
 # Azure ML stand-ins (tests/e2e; part of make test too). Writes runs/e2e/azure-loop.json.
-e2e: $(STAMP) $(NODE_STAMP)
+e2e: $(STAMP) $(NODE_STAMP) $(LS_STAMP)
 	$(BIN)/python -m pytest tests/e2e -m e2e -v $(ARGS)
 
 bench: $(STAMP)
@@ -45,4 +68,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache
