@@ -244,10 +244,18 @@ class LabelStudioClient:
         return int(self.request("POST", path, body=body)["id"])
 
     def _list(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        doc = self.request("GET", path, params=params)
-        if isinstance(doc, dict):
-            return list(doc.get("results", []))
-        return list(doc or [])
+        """Every item of a list endpoint: a plain list, or DRF pages (``results`` + ``next``; the
+        project list is 30 a page and its ``title`` filter matches substrings)."""
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            doc = self.request("GET", path, params={**params, "page": page, "page_size": PAGE_SIZE})
+            if not isinstance(doc, dict):
+                return out + list(doc or [])
+            out += list(doc.get("results", []))
+            if not doc.get("next"):
+                return out
+            page += 1
 
 
 def image_ref_for(store: object) -> Callable[[str, str], str]:
