@@ -108,6 +108,9 @@ class LabelStudioClient:
             if renew or self._access is None or time.monotonic() >= self._access[1]:
                 resp = self._session.post(f"{self.url}/api/token/refresh/", json={"refresh": self._token},
                                           timeout=self._timeout)
+                if resp.status_code == 429 or resp.status_code >= 500:  # overloaded or restarting: retried
+                    raise _Retryable(f"POST /api/token/refresh/: Label Studio answered {resp.status_code}",
+                                     retry_after_seconds(resp.headers.get("Retry-After"), time.time()))
                 if resp.status_code != 200:
                     raise LabelStudioError(f"Label Studio refused the personal access token "
                                            f"(POST /api/token/refresh/ answered {resp.status_code})",

@@ -85,9 +85,12 @@ class Refusal:
     reason: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"task": clip(self.task_id) if not isinstance(self.task_id, int) else self.task_id,
-                "annotation": clip(self.annotation_id) if not isinstance(self.annotation_id, int)
-                else self.annotation_id, "reason": self.reason}
+        return {"task": _echo_id(self.task_id), "annotation": _echo_id(self.annotation_id), "reason": self.reason}
+
+
+def _echo_id(value: object) -> object:
+    """An id for a report: an integer of id size as it is, anything else (a 4,000-digit number too) clipped."""
+    return value if isinstance(value, int) and -10**20 < value < 10**20 else clip(value)
 
 
 @dataclass(slots=True)
@@ -120,6 +123,10 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _listed(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _choice(result: object) -> tuple[str | None, str | None]:
     """(the one class chosen, None) or (None, why not)."""
     if not isinstance(result, list):
@@ -149,7 +156,8 @@ def annotation_answer(annotation: Mapping[str, Any], task: Mapping[str, Any], *,
         return out
     projects = {p for p in (_int(annotation.get("project")), _int(task.get("project"))) if p is not None}
     if projects and projects != {project_id}:
-        out.refused.append(Refusal(task_id, ann_id, f"from another project ({sorted(projects)}, not {project_id})"))
+        out.refused.append(Refusal(task_id, ann_id,
+                                   f"from another project ({clip(sorted(projects))}, not {project_id})"))
         return out
     data = task.get("data") if isinstance(task, Mapping) else None
     item_id = data.get("item_id") if isinstance(data, Mapping) else None
@@ -205,10 +213,10 @@ def webhook_answers(doc: object, *, project_id: int, class_names: Sequence[str],
     project = doc.get("project")
     pid = _int(project.get("id")) if isinstance(project, Mapping) else _int(project)
     if pid is not None and pid != project_id:
-        out.refused.append(Refusal(None, None, f"webhook of another project ({pid}, not {project_id})"))
+        out.refused.append(Refusal(None, None, f"webhook of another project ({clip(pid)}, not {project_id})"))
         return out
     if action == DELETE_ACTION:
-        for ann in doc.get("annotations") or []:
+        for ann in _listed(doc.get("annotations")):
             ann_id = _int(ann.get("id")) if isinstance(ann, Mapping) else None
             if ann_id is None:
                 out.refused.append(Refusal(None, clip(ann), "deleted annotation without an integer id"))
@@ -218,13 +226,17 @@ def webhook_answers(doc: object, *, project_id: int, class_names: Sequence[str],
     if action not in ANSWER_ACTIONS:
         return out
     task = doc.get("task")
+    single = task if isinstance(task, Mapping) else None
     pairs: list[tuple[Any, Any]] = []
     if isinstance(doc.get("annotation"), Mapping):
         pairs.append((doc["annotation"], task))
-    tasks = {t.get("id"): t for t in doc.get("tasks") or [] if isinstance(t, Mapping)}
-    for ann in doc.get("annotations") or []:  # ANNOTATIONS_CREATED (bulk)
+    # ANNOTATIONS_CREATED (bulk, e.g. the Data Manager's "predictions to annotations"): Label Studio
+    # 1.23.2 sends lists under the same keys, {"annotation": [...], "task": [...]}.
+    tasks = {_int(t.get("id")): t for t in _listed(task) + _listed(doc.get("tasks")) if isinstance(t, Mapping)}
+    for ann in _listed(doc.get("annotation")) + _listed(doc.get("annotations")):
         if isinstance(ann, Mapping):
-            pairs.append((ann, tasks.get(ann.get("task"), task)))
+            tid = _int(ann.get("task"))
+            pairs.append((ann, tasks.get(tid, single) if tid is not None else single))
     for ann, t in pairs:
         if not isinstance(t, Mapping):
             out.refused.append(Refusal(None, ann.get("id"), "webhook without its task"))
