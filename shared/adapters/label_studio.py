@@ -93,6 +93,14 @@ class LabelStudioClient:
         self._lock = threading.Lock()
         self._access: tuple[str, float] | None = None  # (access token, monotonic expiry)
 
+    @property
+    def attempts(self) -> int:
+        return self._attempts
+
+    def pause(self, attempt: int) -> None:
+        """The back-off before try ``attempt + 1`` of a request retried by the caller."""
+        self._sleep(min(30.0, self._backoff * 2 ** (attempt - 1)))
+
     def __repr__(self) -> str:  # never the token
         return f"LabelStudioClient({self.url!r})"
 
@@ -120,10 +128,11 @@ class LabelStudioClient:
 
     # --- one request, retried ------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                body: Any = None) -> Any:
+                body: Any = None, retry: bool = True) -> Any:
         """``method path`` with retries; the decoded JSON answer (None when empty). Raises
         :class:`UnavailableError` when Label Studio stays unreachable or overloaded, and
-        :class:`LabelStudioError` when it refuses the request."""
+        :class:`LabelStudioError` when it refuses the request. ``retry=False``: one try, for a request
+        that is not idempotent (an import that timed out may have been saved: the caller checks)."""
         attempt = 0
 
         def once() -> Any:
@@ -153,7 +162,7 @@ class LabelStudioClient:
             backoff = float(wait_exponential(multiplier=self._backoff, max=30)(state))
             return min(hinted, 60.0) if hinted is not None else backoff
 
-        retrying = Retrying(stop=stop_after_attempt(self._attempts), retry=retry_if_exception(
+        retrying = Retrying(stop=stop_after_attempt(self._attempts if retry else 1), retry=retry_if_exception(
             lambda e: isinstance(e, _Retryable)), wait=wait, sleep=self._sleep, reraise=True,
             before_sleep=lambda s: log.warning("Label Studio: %s; retrying",
                                                s.outcome.exception() if s.outcome else ""))
@@ -192,12 +201,11 @@ class LabelStudioClient:
 
     # --- writes --------------------------------------------------------------------------------
     def import_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> list[int]:
-        ids: list[int] = []
-        for start in range(0, len(tasks), IMPORT_CHUNK):
-            doc = self.request("POST", f"/api/projects/{project_id}/import",
-                               params={"return_task_ids": "true"}, body=list(tasks[start:start + IMPORT_CHUNK]))
-            ids += [int(i) for i in (doc or {}).get("task_ids", [])]
-        return ids
+        """One import request (not retried: Label Studio does not deduplicate, and a request that timed
+        out may have been saved)."""
+        doc = self.request("POST", f"/api/projects/{project_id}/import", params={"return_task_ids": "true"},
+                           body=list(tasks), retry=False)
+        return [int(i) for i in (doc or {}).get("task_ids", [])]
 
     def set_model_version(self, project_id: int, model_version: str) -> None:
         self.request("PATCH", f"/api/projects/{project_id}/", body={"model_version": model_version})
@@ -290,15 +298,35 @@ class LabelStudioTool:
     def version(self) -> str:
         return self.client.version()
 
-    def create_tasks(self, batch_id: str, tasks: Sequence[LabelingTask]) -> int:
-        """One task per item of the batch that has none in the project yet; how many were created."""
-        have = {str((t.get("data") or {}).get("item_id")) for t in self.client.tasks(
+    def _handed(self, batch_id: str) -> set[str]:
+        return {str((t.get("data") or {}).get("item_id")) for t in self.client.tasks(
             self.project_id, filters=[ls.data_filter("batch_id", batch_id)], fields="task_only")}
+
+    def create_tasks(self, batch_id: str, tasks: Sequence[LabelingTask]) -> int:
+        """One task per item of the batch that has none in the project yet; how many were created.
+
+        Each chunk is imported once; after a failed import (a timeout may still have saved it) the
+        batch's tasks are listed again and only what is still missing is sent, so no retry creates a
+        task twice."""
+        have = self._handed(batch_id)
         missing = [t for t in tasks if t.item_id not in have]
         if not missing:
             return 0
-        self.client.import_tasks(self.project_id, [
-            ls.task_json(t, self._image_ref(t.container, t.name)) for t in missing])
+        for start in range(0, len(missing), IMPORT_CHUNK):
+            chunk = missing[start:start + IMPORT_CHUNK]
+            for attempt in range(1, self.client.attempts + 1):
+                try:
+                    self.client.import_tasks(self.project_id, [
+                        ls.task_json(t, self._image_ref(t.container, t.name)) for t in chunk])
+                    break
+                except UnavailableError:
+                    if attempt == self.client.attempts:
+                        raise
+                    self.client.pause(attempt)
+                    saved = self._handed(batch_id)
+                    chunk = [t for t in chunk if t.item_id not in saved]
+                    if not chunk:
+                        break
         versions = {t.model_version for t in missing if t.predicted_label is not None}
         if len(versions) == 1:
             # The queue serves the lowest-scored predictions of the project's model_version first; import

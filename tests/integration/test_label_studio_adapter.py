@@ -5,6 +5,7 @@ token; then the client's retries and refusals against a scripted HTTP server (py
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -301,3 +302,30 @@ def test_batches_are_told_apart_exactly(tool, client):
     assert tool.create_tasks("b10", [labeling_task(0, 0.5, batch="b10")]) == 1
     assert tool.create_tasks("b", [labeling_task(0, 0.5, batch="b")]) == 1
     assert sorted(t["data"]["batch_id"] for t in client.tasks(tool.project_id)) == ["b", "b1", "b10"]
+
+
+def test_an_import_that_failed_after_saving_is_not_sent_again(httpserver):
+    """Label Studio saved the import but its answer was a 502 (a proxy timeout): the tool lists the
+    batch again and sends only what is still missing, never the same task twice."""
+    saved: list[dict] = []
+
+    def tasks(request: Request) -> Response:
+        return Response(json.dumps({"tasks": saved, "total": len(saved)}), 200,
+                        content_type="application/json")
+
+    def import_(request: Request) -> Response:
+        body = request.get_json()
+        saved.extend({"id": len(saved) + i + 1, "data": t["data"]} for i, t in enumerate(body))
+        return Response("gateway timeout", 502) if len(saved) == len(body) else Response("{}", 201)
+
+    httpserver.expect_request("/api/tasks/", method="GET").respond_with_handler(tasks)
+    httpserver.expect_request("/api/projects/9/import", method="POST").respond_with_handler(import_)
+    httpserver.expect_request("/api/projects/9/", method="PATCH").respond_with_json({"id": 9})
+    client, waits = scripted(httpserver)
+    tool = LabelStudioTool(client, project_id=9, image_ref=lambda c, n: f"azure-blob://{c}/{n}")
+    batch = [labeling_task(i, 0.5) for i in range(3)]
+    assert tool.create_tasks("batch-1", batch) == 3
+    imports = [req for req, _ in httpserver.log if req.path.endswith("/import")]
+    assert len(imports) == 1, "the saved import was not sent again"
+    assert sorted(t["data"]["item_id"] for t in saved) == sorted(t.item_id for t in batch)
+    assert tool.create_tasks("batch-1", batch) == 0
