@@ -327,5 +327,6 @@ def test_an_import_that_failed_after_saving_is_not_sent_again(httpserver):
     assert tool.create_tasks("batch-1", batch) == 3
     imports = [req for req, _ in httpserver.log if req.path.endswith("/import")]
     assert len(imports) == 1, "the saved import was not sent again"
+    assert len(waits) == 1  # one back-off before listing the batch again
     assert sorted(t["data"]["item_id"] for t in saved) == sorted(t.item_id for t in batch)
     assert tool.create_tasks("batch-1", batch) == 0
