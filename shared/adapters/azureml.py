@@ -122,8 +122,9 @@ class AzureMLAdapter:
 
     def ensure_deployment(self, name: str, version: str, *, code_dir: str, scoring_script: str, conda_file: str,
                           image: str, instance_type: str, environment_variables: dict[str, str]) -> None:
-        """Point the deployment at ``name:version``, creating the endpoint and the deployment (the
-        project's scoring script on a conda environment) the first time; do not wait."""
+        """Point the deployment at ``name:version`` (an update: do not wait), or the first time create the
+        endpoint and the deployment (the project's scoring script on a conda environment), wait for it,
+        and give it all of the endpoint's traffic."""
         try:
             self._ml.online_deployments.get(name=self._deployment, endpoint_name=self._endpoint)
         except Exception as exc:
@@ -153,8 +154,14 @@ class AzureMLAdapter:
             environment=Environment(conda_file=conda_file, image=image), instance_type=instance_type,
             instance_count=1, environment_variables=environment_variables,
         )
-        self._ml.online_deployments.begin_create_or_update(deployment)
-        log.info("deployment %s/%s: creating with %s:%s", self._endpoint, self._deployment, name, version)
+        self._ml.online_deployments.begin_create_or_update(deployment).result()
+        # A new deployment gets 0 % of the endpoint's traffic: route all of it there, as Microsoft's
+        # online-endpoint tutorial does (endpoint.traffic = {"blue": 100}), or no request reaches the model.
+        endpoint = self._ml.online_endpoints.get(name=self._endpoint)
+        endpoint.traffic = {self._deployment: 100}
+        self._ml.online_endpoints.begin_create_or_update(endpoint).result()
+        log.info("deployment %s/%s: created with %s:%s, 100%% of the endpoint's traffic", self._endpoint,
+                 self._deployment, name, version)
 
 
 def _model_ref_matches(ref: str, name: str, version: str) -> bool:

@@ -273,3 +273,37 @@ def test_the_training_entry_point_refuses_a_bad_manifest(tmp_path):
     with pytest.raises(TrainingError, match=r"2 bad lines \(line 1: 'label'; line 2"):
         trn.read_manifest(bad)
     assert trn.main(["--manifest", str(bad), "--classes", "[]", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_a_new_deployment_gets_all_of_the_endpoints_traffic(tmp_path):
+    """Without traffic a new ManagedOnlineDeployment serves nothing (issue 20, item 2)."""
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+    ml = FakeMLClient()
+    endpoints: dict[str, ManagedOnlineEndpoint] = {}
+    created: list = []
+
+    def get_endpoint(*, name: str):
+        if name not in endpoints:
+            raise ResourceNotFoundError(name)
+        return endpoints[name]
+
+    def put_endpoint(endpoint):
+        endpoints[endpoint.name] = endpoint
+        return SimpleNamespace(result=lambda: endpoint)
+
+    def get_deployment(*, name: str, endpoint_name: str):
+        raise ResourceNotFoundError(name)
+
+    def put_deployment(deployment):
+        created.append(deployment)
+        return SimpleNamespace(result=lambda: deployment)
+
+    ml.online_endpoints = SimpleNamespace(get=get_endpoint, begin_create_or_update=put_endpoint)
+    ml.online_deployments = SimpleNamespace(get=get_deployment, begin_create_or_update=put_deployment)
+    AzureMLAdapter(ml, endpoint="ep", deployment="blue").ensure_deployment(
+        "m", "1", code_dir=str(tmp_path), scoring_script="scoring/score.py", conda_file=str(
+            ROOT / "training" / "environment" / "conda.yaml"), image="img", instance_type="Standard_DS3_v2",
+        environment_variables={})
+    assert [d.name for d in created] == ["blue"]
+    assert endpoints["ep"].traffic == {"blue": 100}
