@@ -9,7 +9,8 @@ Storage (items, landing, labeling input, manifests, models; exports, reports and
 exports account), Queue Storage (retrain requests, with their watermark in a blob), a blob lease as
 the selection lock, the dedicated labeling account and Label Studio for human labeling.
 Identity-based (``DefaultAzureCredential``); a storage connection string only for Azurite. Nothing
-is written to the instance's disk, and a missing setting raises :class:`ConfigurationError` naming it — never a local fallback.
+is written to the instance's disk, and a missing setting raises :class:`ConfigurationError` naming
+it — never a local fallback.
 
 The four ``functions/*/wiring.py`` take what they need from :func:`backend`; tests build a
 :class:`Backend` with client overrides (``credential``, ``blob_service``, ``query_client``,

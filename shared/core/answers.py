@@ -59,7 +59,7 @@ def current_labels(rows: Iterable[Label]) -> dict[str, Label]:
             continue
         held = best.get(state.item_id)
         assert state.labeled_at is not None
-        if held is None or (state.labeled_at, state.answer_id) > (held.labeled_at, held.answer_id):  # type: ignore[operator]
+        if held is None or (state.labeled_at, state.answer_id) > (held.labeled_at, held.answer_id):
             best[state.item_id] = state
     return best
 
@@ -94,7 +94,7 @@ def to_record(incoming: Iterable[Label], states: Mapping[tuple[str, str], Label]
         if not record and state is not None and not row.retracted and row.labeled_at > state.labeled_at:  # type: ignore[operator]
             before = current_labels(s for k, s in states.items() if k[0] == row.item_id).get(row.item_id)
             record = before is not None and before.answer_id != row.answer_id and \
-                (row.labeled_at, row.answer_id) > (before.labeled_at, before.answer_id)  # type: ignore[operator]
+                (row.labeled_at, row.answer_id) > (before.labeled_at, before.answer_id)
         if record:
             out.append(row)
             states[key] = row

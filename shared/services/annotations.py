@@ -100,8 +100,8 @@ class AnnotationIntake:
             tasks += 1
             got = ls.task_answers(task, project_id=self.project_id, class_names=classes, delivery=delivery)
             parsed.extend(got)
-            data = task.get("data") if isinstance(task.get("data"), dict) else {}
-            item = data.get("item_id")
+            data = task.get("data")
+            item = data.get("item_id") if isinstance(data, dict) else None
             if isinstance(item, str):
                 answered.setdefault(item, set()).update(a.answer_id for a in got.answers)
                 answered[item].update(f"{ls.label_studio_answer_id(self.project_id, r.annotation_id)}"
