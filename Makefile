@@ -12,7 +12,7 @@ LS_STAMP := $(LS_VENV)/.installed-stamp-$(LABEL_STUDIO_VERSION)
 CHROMIUM ?= /usr/bin/chromium
 ARGS   ?=
 
-.PHONY: install simulate label-studio chromium test e2e bench lint typecheck clean
+.PHONY: install simulate label label-studio chromium test e2e bench lint typecheck clean
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ chromium:
 
 simulate: $(STAMP)
 	$(BIN)/al simulate $(ARGS)
+
+# Label your own images in a local Label Studio; the embedded loop retrains as labels arrive.
+label: $(STAMP) $(LS_STAMP)
+	$(BIN)/al label $(ARGS)
 
 test: $(STAMP) $(NODE_STAMP) $(LS_STAMP) chromium
 	$(BIN)/python -m pytest $(ARGS)

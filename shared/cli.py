@@ -82,7 +82,63 @@ def _parser() -> argparse.ArgumentParser:
                     "container (inside Label Studio's LOCAL_FILES_DOCUMENT_ROOT)")
     su.add_argument("--webhook-url", default="", help="the label app's /api/labels/webhook URL; its function key "
                     "is read from AL_LABEL_STUDIO_WEBHOOK_KEY and sent as the x-functions-key header")
+    _label_parser(sub, default_strategy)
     return p
+
+
+def _label_parser(sub: Any, default_strategy: str) -> None:
+    la = sub.add_parser("label", help="label your own images in a local Label Studio; the model retrains as you go",
+                        description="The embedded loop with you as the labeler: Label Studio on 127.0.0.1, a "
+                        "random first batch, then a model retrained every --retrain-every labels whose guesses "
+                        "come with the next batch it picks. Ctrl-C stops; run it again to go on.")
+    la.add_argument("--images", type=Path, default=None, help="a folder of images (any nesting; default: a "
+                    "built-in demo set of glyphs, 10 classes x 30 images, with 100 more held out to measure the model)")
+    la.add_argument("--classes", default=None, help="comma-separated classes to label; needed with --images unless "
+                    "the folder holds one sub-folder per class (their names are then the classes, not the labels)")
+    la.add_argument("--data-dir", type=Path, default=Path("data/label"),
+                    help="where the loop and Label Studio keep everything (default data/label); a restart resumes")
+    la.add_argument("--port", type=int, default=8080, help="Label Studio's port on 127.0.0.1 (default 8080)")
+    la.add_argument("--batch", type=int, default=20, help="images per hand-off (default 20)")
+    la.add_argument("--retrain-every", type=int, default=20, help="retrain after this many new labels (default 20)")
+    la.add_argument("--strategy", default=default_strategy, help=f"selection strategy (default {default_strategy})")
+    la.add_argument("--no-browser", action="store_true", help="do not open the browser")
+    la.add_argument("--max-rounds", type=int, default=None, help="stop after this many retrains")
+    la.add_argument("--once", action="store_true", help="one pass (take the answers in, retrain if due, hand off "
+                    "if nothing is open), then stop")
+    la.add_argument("--poll-seconds", type=float, default=3.0, help="how often answers are read back (default 3)")
+
+
+def label(args: argparse.Namespace) -> int:
+    """``al label``: the loop with a person labeling in a local Label Studio (stopped on exit)."""
+    import signal
+
+    from rich.console import Console
+
+    from shared.local.items import parse_classes
+    from shared.local.loop import LoopOptions
+    from shared.local.session import LabelConfig
+    from shared.local.session import label as run_label
+
+    for name in ("batch", "retrain_every", "max_rounds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ActiveLearningError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if not 1 <= args.port <= 65535:
+        raise ActiveLearningError(f"--port must be 1..65535, got {args.port}")
+    if args.poll_seconds <= 0:
+        raise ActiveLearningError(f"--poll-seconds must be positive, got {args.poll_seconds}")
+    config = LabelConfig(
+        images=args.images, classes=parse_classes(args.classes), data_dir=args.data_dir, port=args.port,
+        open_browser=not args.no_browser,
+        loop=LoopOptions(batch=args.batch, retrain_every=args.retrain_every, strategy=args.strategy,
+                         poll_seconds=args.poll_seconds, max_rounds=args.max_rounds, once=args.once))
+
+    def terminate(signum: int, frame: object) -> None:  # `kill`: stop as Ctrl-C does, Label Studio too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    run_label(config, Console())
+    return 0
 
 
 def labeling_setup(args: argparse.Namespace) -> int:
@@ -297,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return bootstrap(args)
         if args.command == "labeling":
             return labeling_setup(args)
+        if args.command == "label":
+            return label(args)
     except ActiveLearningError as exc:
         print(f"al: error: {exc}", file=sys.stderr)
         return 2
