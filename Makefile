@@ -10,9 +10,13 @@ LABEL_STUDIO_VERSION := 1.23.2
 LS_VENV  := .venv-label-studio
 LS_STAMP := $(LS_VENV)/.installed-stamp-$(LABEL_STUDIO_VERSION)
 CHROMIUM ?= /usr/bin/chromium
+# Checkov scans infra/ in make test; in a venv of its own (its pins are many and tight).
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV  := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp-$(CHECKOV_VERSION)
 ARGS   ?=
 
-.PHONY: install simulate label label-studio chromium test e2e bench lint typecheck clean
+.PHONY: install simulate label label-studio checkov chromium test e2e bench lint typecheck clean
 
 install: $(STAMP)
 
@@ -37,6 +41,14 @@ $(LS_STAMP):
 
 label-studio: $(LS_STAMP)
 
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	@touch $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)
+
 # A real browser for the labeling test: Debian's Chromium (a test tool's own browser download fails offline).
 chromium:
 	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
@@ -50,7 +62,7 @@ simulate: $(STAMP)
 label: $(STAMP) $(LS_STAMP)
 	$(BIN)/al label $(ARGS)
 
-test: $(STAMP) $(NODE_STAMP) $(LS_STAMP) chromium
+test: $(STAMP) $(NODE_STAMP) $(LS_STAMP) $(CHECKOV_STAMP) chromium
 	$(BIN)/python -m pytest $(ARGS)
 
 # The four function apps as four processes on the Azure backend, against Azurite and the ADX, GitHub and
@@ -68,4 +80,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) $(CHECKOV_VENV) .venv-deploy-env node_modules runs .pytest_cache .mypy_cache .ruff_cache
