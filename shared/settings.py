@@ -163,6 +163,18 @@ class Settings(BaseSettings):
                                     description="Where the selector copies the items it hands to Label Studio "
                                     "(on the labeling account in Azure); Label Studio reads them from there.")
 
+    @field_validator("github_token", "label_studio_token")
+    @classmethod
+    def _resolved(cls, value: SecretStr) -> SecretStr:
+        """App Service hands the app the reference text itself while it cannot resolve a Key Vault
+        reference (the secret does not exist yet, or the identity cannot read it), and fetches it again
+        only every 24 hours or when the settings change: sent as a token, it fails far from its cause."""
+        if value.get_secret_value().lstrip().startswith("@Microsoft.KeyVault("):
+            raise ValueError("is an unresolved Key Vault reference: store the secret in Key Vault (and give the "
+                             "app's identity Key Vault Secrets User on it), then restart the app or change a "
+                             "setting so App Service fetches it again")
+        return value
+
     @field_validator("stages")
     @classmethod
     def _known_stages(cls, value: str) -> str:

@@ -73,3 +73,15 @@ def test_on_azure_a_missing_setting_stops_the_app_at_start_up_naming_it(stage, t
     assert list(tmp_path.iterdir()) == []  # indexing wrote nothing on the instance's disk
 
 
+
+
+def test_an_unresolved_key_vault_reference_stops_the_app_naming_the_setting(tmp_path):
+    """Issue 20, item 3: App Service passes the reference text while the secret is missing; sent to GitHub
+    it was a 401 far from its cause. The app now refuses to start and says which setting and why."""
+    every = {name: "https://x.example" if "URI" in name or "URL" in name else "o/r" if "REPOSITORY" in name
+             else "x" for name in AZURE_NEEDS["github_dispatch"]}
+    every["AL_GITHUB_TOKEN"] = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/github-token/)"
+    failed = _start({"AL_BACKEND": "azure", "AL_STAGES": "github_dispatch", "AL_DATA_DIR": str(tmp_path), **every})
+    assert failed.returncode != 0
+    line = failed.stderr.strip().splitlines()[-1]
+    assert "setting AL_GITHUB_TOKEN is invalid" in line and "unresolved Key Vault reference" in line, line
