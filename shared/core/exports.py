@@ -351,10 +351,16 @@ def write_coco_export(rows: Iterable[tuple[str, str]]) -> bytes:
 
 
 # --- which format -------------------------------------------------------------------------------
+EXPORT_EXTENSIONS = (".csv", ".json", ".jsonl")
+
+
 def is_export_name(name: str) -> bool:
-    """False for files next to exports that are not exports: our reports and MLTable manifests."""
+    """Whether a blob is a labeling export by its name: a ``.csv``, ``.json`` or ``.jsonl`` file (the
+    formats Azure ML wrote), not one of our reports, not hidden. Anything else beside the exports
+    (images, MLTable manifests, a user's files) is never read, moved or deleted."""
     last = name.rsplit("/", 1)[-1]
-    return bool(last) and not name.endswith(REPORT_SUFFIX) and last != "MLTable" and not last.startswith(".")
+    return (bool(last) and not name.endswith(REPORT_SUFFIX) and not last.startswith(".")
+            and last.lower().endswith(EXPORT_EXTENSIONS))
 
 
 def export_format(name: str, data: bytes) -> str:

@@ -306,7 +306,8 @@ class ExportIntake:
         moved to quarantine with a report naming the error. Only a failure to quarantine it raises
         (the host's retry is then the last resort)."""
         if not is_export_name(name):
-            return ExportOutcome("skipped", container, name, reason="not an export (a report or a manifest)")
+            return ExportOutcome("skipped", container, name, reason="not an export (not .csv, .json or .jsonl, or "
+                                 "one of the loop's reports): left untouched")
         return self._handle(container, name, data, quarantined=False)
 
     def replay(self, name: str, *, source: str = "quarantine") -> ExportOutcome:

@@ -172,6 +172,18 @@ def test_an_unparseable_export_is_quarantined_with_its_report_and_replayed_after
     assert list(blobs.get_container_client(quarantine).list_blob_names()) == []
 
 
+@pytest.mark.parametrize("name", ["photo.png", "README.txt", "ds/MLTable", "notes", ".hidden.csv"])
+def test_a_blob_that_is_not_an_export_is_never_moved_or_deleted(app, name):
+    """Issue 20, item 4: with the trigger on a whole container, a file that is not an export (by its
+    name) is left where it is, not quarantined and deleted."""
+    functions, settings, blobs, _, store = app
+    deliver(functions, blobs, settings.exports_container, name, b"\x89PNG not an export")
+    assert blobs.get_blob_client(settings.exports_container, name).exists()
+    quarantine = blobs.get_container_client(settings.quarantine_container)
+    assert not quarantine.exists() or list(quarantine.list_blob_names()) == []
+    assert store.count_labels() == 0
+
+
 @pytest.mark.parametrize(("body", "status", "field"), [
     (b"not json", 400, "body"), ({"source": "quarantine"}, 400, "export"),
     ({"export": "x.csv", "source": "elsewhere"}, 400, "source"), ({"export": "x.csv", "extra": 1}, 400, "extra"),
