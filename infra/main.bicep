@@ -28,7 +28,7 @@ param resourceGroupName string = ''
 // --- the loop ---------------------------------------------------------------------------------------
 @description('The model whose serving version the loop follows (AL_MODEL_NAME).')
 param modelName string = 'classifier'
-@description('Selection strategy (AL_STRATEGY): calibration_switch (default), gradient_spaced, spaced_margin, distance_margin, pair_capped_margin, badge, k_center, typiclust, cluster_margin, margin, least_confidence, entropy, random.')
+@description('Selection strategy (AL_STRATEGY): calibration_switch (default), gradient_spaced, spaced_margin, distance_margin, pair_capped_margin, badge, k_center, typiclust, margin, least_confidence, entropy, random (cluster_margin needs SciPy, which the apps do not install: the suite only).')
 param strategy string = 'calibration_switch'
 param batchSize int = 100
 @description('Only predictions scored this many hours ago or later are candidates (AL_WINDOW_HOURS).')

@@ -163,6 +163,17 @@ class Settings(BaseSettings):
                                     description="Where the selector copies the items it hands to Label Studio "
                                     "(on the labeling account in Azure); Label Studio reads them from there.")
 
+    @field_validator("strategy")
+    @classmethod
+    def _usable_strategy(cls, value: str) -> str:
+        from shared.core.strategies import check_strategy
+        from shared.errors import SelectionError
+
+        try:
+            return check_strategy(value)
+        except SelectionError as exc:
+            raise ValueError(str(exc)) from exc
+
     @field_validator("github_token", "label_studio_token")
     @classmethod
     def _resolved(cls, value: SecretStr) -> SecretStr:

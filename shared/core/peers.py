@@ -230,4 +230,5 @@ TYPICLUST = register(BatchStrategy("typiclust", _without_embeddings(_pick_typicl
                                    description="TypiClust: the most typical item of uncovered k-means clusters"))
 CLUSTER_MARGIN = register(BatchStrategy(
     "cluster_margin", _without_embeddings(_pick_cluster_margin), needs_embeddings=True,
-    description="Cluster-Margin: round-robin over clusters of the 10k lowest margins"))
+    description="Cluster-Margin: round-robin over clusters of the 10k lowest margins",
+    requires=("scipy",)))  # hierarchical clustering; not among the function apps' packages

@@ -7,6 +7,7 @@ and returns the chosen candidate indices in pick order with one score each.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ class BatchStrategy:
     # where the pool is smaller (1,000 scored items per round in the simulation).
     shortlist_per_item: int = 50
     shortlist_min: int = 5000
+    # Modules the strategy imports beyond the function apps' packages (requirements.txt): a strategy
+    # whose module is missing is refused by name when it is configured, not when it first runs.
+    requires: tuple[str, ...] = ()
 
     def shortlist(self, k: int) -> int:
         return max(self.shortlist_per_item * k, self.shortlist_min)
@@ -56,4 +60,9 @@ def check_strategy(name: str) -> str:
     _load_builtin()
     if name not in RANKED_STRATEGIES and name not in BATCH_STRATEGIES:
         raise SelectionError(f"unknown strategy {name!r}; known: {', '.join(known_strategies())}")
+    missing = [m for m in (BATCH_STRATEGIES[name].requires if name in BATCH_STRATEGIES else ())
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SelectionError(f"strategy {name!r} needs {', '.join(missing)}, which is not installed (the function "
+                             f"apps install requirements.txt only); pick another strategy, or install it")
     return name
