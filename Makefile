@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,azure]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,azure,embedded]'
 	@touch $(STAMP)
 
 $(LS_STAMP):
@@ -80,4 +80,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) $(CHECKOV_VENV) .venv-deploy-env node_modules runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) $(CHECKOV_VENV) .venv-deploy-env .venv-app-env node_modules runs .pytest_cache .mypy_cache .ruff_cache

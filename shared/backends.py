@@ -101,7 +101,12 @@ class Backend:
         if "store" in self._clients:
             return self._clients["store"]
         if not self.is_azure:
-            from shared.adapters.duckdb_store import DuckDBStore
+            try:
+                from shared.adapters.duckdb_store import DuckDBStore
+            except ImportError as exc:  # the function apps' requirements.txt has no DuckDB
+                raise ConfigurationError(
+                    f"AL_BACKEND=embedded needs DuckDB and pyarrow ({exc.name} is not installed): pip install "
+                    "'azure-active-learning[embedded]', or run the function apps with AL_BACKEND=azure") from exc
 
             return DuckDBStore(self.settings.data_dir / "loop.duckdb", random_seed=self.settings.selection_seed)
         from shared.adapters.adx_ingest import build_streaming_client
