@@ -104,6 +104,10 @@ class PredictionStore(Protocol):
 
     def is_selected(self, item_ids: Sequence[str]) -> np.ndarray: ...
 
+    def handed_out(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        """For each given item handed off to labeling: its (batch id, item URI) pairs."""
+        ...
+
     def selection_uris(self, item_ids: Sequence[str]) -> dict[str, str]:
         """The item URI each selected item was handed to labeling with."""
         ...

@@ -64,9 +64,13 @@ def _blob_source() -> func.BlobSource:
 @bp.blob_trigger(arg_name="blob", path=exports_path(get_settings()), connection="AL_EXPORTS_STORAGE",
                  source=_blob_source())
 def labels_export(blob: func.InputStream) -> None:
-    container, name = _blob_name(blob.name)
+    try:
+        container, name = _blob_name(blob.name)
+    except ValueError as exc:  # nothing to record or quarantine; a retry would not help
+        log.warning("export blob refused: %s", exc)
+        return
     outcome = intake().process(container, name, blob.read())
-    level = logging.WARNING if outcome.status == "quarantined" else logging.INFO
+    level = logging.WARNING if outcome.status in ("quarantined", "refused") else logging.INFO
     log.log(level, "export %s/%s: %s", container, name, json.dumps(outcome.as_dict()))
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.backends import Backend, backend
+from shared.core.item_uris import ItemUriPolicy
 from shared.errors import ConfigurationError
 from shared.services.annotations import AnnotationIntake
 from shared.services.labels import ExportIntake, LabelService
@@ -34,8 +36,17 @@ def _label_service(settings: Settings, ports: Backend) -> LabelService:
         serving = store.serving_version(settings.model_name)
         return serving.class_names if serving else None
 
+    hosts = [urlsplit(u).hostname or "" for u in (settings.storage_account_url, settings.labeling_account_url,
+                                                   settings.exports_account_url) if u]
+    azure = settings.backend == "azure"
     return LabelService(store, model_name=settings.model_name, class_names=class_names,
-                        retrain_threshold=settings.retrain_threshold, requests=ports.retrain_requests)
+                        retrain_threshold=settings.retrain_threshold, requests=ports.retrain_requests,
+                        labeling_container=settings.labeling_container,
+                        export_hosts=[*hosts, *settings.allowed_item_host_list] if azure else (),
+                        # the selector's own check (functions/selector_timer/wiring.py): what it refused
+                        # to hand out never reached labelers
+                        item_uris=ItemUriPolicy.of(https_hosts=settings.allowed_item_host_list if azure else (),
+                                                   roots=ports.objects.uri_roots()))
 
 
 def build_intake(settings: Settings, *, ports: Backend | None = None, **clients: Any) -> ExportIntake:

@@ -255,6 +255,13 @@ class AdxStore:
         found = self.selection_uris(item_ids)
         return np.array([i in found for i in item_ids], dtype=bool)
 
+    def handed_out(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        found: dict[str, list[tuple[str, str]]] = {}
+        for chunk in _chunks(sorted(set(item_ids))):
+            for r in self._rows("handed_out", {"item_ids": chunk}):
+                found.setdefault(str(r["ItemId"]), []).append((str(r["BatchId"]), str(r["ItemUri"])))
+        return found
+
     def selection_uris(self, item_ids: Sequence[str]) -> dict[str, str]:
         if not item_ids:
             return {}

@@ -291,6 +291,16 @@ class DuckDBStore:
             item_ids, "SELECT DISTINCT s.item_id FROM selections s SEMI JOIN ids ON s.item_id = ids.item_id")}
         return np.array([i in found for i in item_ids], dtype=bool)
 
+    def handed_out(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        if not item_ids:
+            return {}
+        found: dict[str, list[tuple[str, str]]] = {}
+        for item, batch, uri in self._with_ids(
+                sorted(set(item_ids)), "SELECT DISTINCT s.item_id, s.batch_id, s.item_uri FROM selections s "
+                "SEMI JOIN ids ON s.item_id = ids.item_id WHERE s.handed_off ORDER BY 1, 2"):
+            found.setdefault(str(item), []).append((str(batch), str(uri)))
+        return found
+
     def selection_uris(self, item_ids: Sequence[str]) -> dict[str, str]:
         if not item_ids:
             return {}

@@ -102,6 +102,46 @@ def item_id_for_url(url: str) -> tuple[str | None, str | None]:
     return item_id, None
 
 
+def handed_out_name(url: str, *, container: str, hosts: Iterable[str] = ()) -> tuple[str | None, str | None]:
+    """(``<batch>/<file>``, None): the labeling file a row's URL names, in the one form the selector
+    wrote it (``labeling_name``), or (None, why not). The one normalisation: an ``azureml://`` or
+    ``AmlDatastore://`` path, or an ``https://`` path on one of ``hosts`` (the loop's storage), with the
+    labeling ``container`` in front or not. Anything else is refused, never guessed at: another host,
+    a query or fragment, empty, ``.`` or ``..`` segments, backslashes, a spreadsheet formula, more or
+    fewer than two segments. The caller compares the result exactly with the names it handed out."""
+    value = url.strip()
+    if not value:
+        return None, "empty image URL"
+    if value[0] in "=+-@":
+        return None, "a spreadsheet formula, not a URL"
+    if "?" in value or "#" in value:
+        return None, "a URL with a query or fragment does not name a labeling file"
+    if "\\" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return None, "backslashes or control characters in the URL"
+    head = value[:15].lower()
+    if head == "amldatastore://" or head.startswith("azureml://"):
+        path, why = image_path(value)
+    else:
+        m = _OTHER_SCHEME.match(value)
+        if m is None or m.group("scheme").lower() != "https":
+            return None, "not an azureml://, AmlDatastore:// or https:// URL of the loop's storage"
+        host, _, path = m.group("rest").partition("/")
+        allowed = {h.lower() for h in hosts}
+        if host.lower() not in allowed:
+            return None, f"host {host[:100]!r} is not one the loop hands items out from"
+        why = None if path else "blob URL without a path"
+    if path is None or why:
+        return None, why or "no path"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return None, "empty, . or .. path segments"
+    if parts[0] == container and len(parts) == 3:
+        parts = parts[1:]
+    if len(parts) != 2:
+        return None, f"not <{container}>/<batch>/<file>"
+    return "/".join(parts), None
+
+
 def datastore_url(datastore: str, path: str) -> str:
     """The ``AmlDatastore://`` form of a file in a datastore."""
     return f"AmlDatastore://{datastore}/{path.lstrip('/')}"
@@ -155,6 +195,25 @@ def _text(data: bytes) -> str:
 
 
 # --- CSV ----------------------------------------------------------------------------------------
+MAX_URL_CHARS = 4096
+MAX_LABEL_CHARS = 512
+MAX_TIME_CHARS = 64
+# csv's default limit (128 KiB a field) fails the whole file on one long cell: lift it (exports are
+# bounded by AL_MAX_EXPORT_BYTES) and judge long cells per row instead.
+csv.field_size_limit(2**31 - 1)
+
+
+def _too_long(url: str, label: str | None, at: str | None) -> tuple[str, str] | None:
+    """(field kind, reason) when one of a row's values is longer than any real one."""
+    if len(url) > MAX_URL_CHARS:
+        return "url", f"URL of {len(url)} characters (at most {MAX_URL_CHARS})"
+    if label is not None and len(label) > MAX_LABEL_CHARS:
+        return "label", f"label of {len(label)} characters (at most {MAX_LABEL_CHARS})"
+    if at is not None and len(at) > MAX_TIME_CHARS:
+        return "time", f"labeling time of {len(at)} characters"
+    return None
+
+
 def parse_csv_export(data: bytes) -> ParsedExport:
     """Rows and per-row problems; :class:`ExportFormatError` if the file is not such an export."""
     text = _text(data)
@@ -183,13 +242,17 @@ def parse_csv_export(data: bytes) -> ParsedExport:
                 problems.append(Problem(n, "row", f"{len(record)} cells, fewer than the header's"))
                 continue
             url = record[url_col].strip()
+            at = record[at_col].strip() if at_col is not None and at_col < len(record) else None
+            long = _too_long(url, record[label_col], at)
+            if long is not None:
+                problems.append(Problem(n, {"url": url_name, "label": label_name}.get(long[0], "time"), long[1]))
+                continue
             label, why = _single_label(record[label_col])
             if not url:
                 problems.append(Problem(n, url_name, "empty image URL"))
             elif why is not None or label is None:
                 problems.append(Problem(n, label_name, why or "empty label"))
             else:
-                at = record[at_col].strip() if at_col is not None and at_col < len(record) else None
                 rows.append(ExportRow(n, url, label, at or None))
     except csv.Error as exc:
         raise ExportFormatError("export is not valid CSV", [Problem(reader.line_num, "file", str(exc))]) from exc
@@ -214,10 +277,19 @@ def write_csv_export(rows: Iterable[tuple[str, str]]) -> bytes:
 
 
 # --- JSON Lines / MLTable -----------------------------------------------------------------------
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"key {twice[0][:100]!r} appears more than once (ambiguous)")
+    return dict(pairs)
+
+
 def _loads(text: str) -> Any:
-    """json.loads that turns every way a document can be unreadable into ValueError."""
+    """json.loads that turns every way a document can be unreadable into ValueError, a repeated key
+    (which JSON leaves undefined and Python resolves to the last) included."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicates)
     except RecursionError as exc:
         raise ValueError("nested too deeply") from exc
 
@@ -252,6 +324,10 @@ def parse_jsonl_export(data: bytes) -> ParsedExport:
             problems.append(Problem(n, "label", why or "empty label"))
             continue
         at = obj.get("labeled_time") or obj.get("labeledTime")
+        long = _too_long(url.strip(), label, at if isinstance(at, str) else None)
+        if long is not None:
+            problems.append(Problem(n, {"url": "image_url", "label": "label"}.get(long[0], "labeled_time"), long[1]))
+            continue
         rows.append(ExportRow(n, url.strip(), label, at if isinstance(at, str) and at.strip() else None))
     if objects == 0:
         detail = problems[:1] or [Problem(None, "file", "no lines")]
@@ -286,33 +362,49 @@ def parse_coco_export(data: bytes) -> ParsedExport:
                                 [Problem(None, k, "missing or not a list") for k in missing])
     problems: list[Problem] = []
     categories: dict[object, str] = {}
+    ambiguous: set[object] = set()  # category ids defined twice: whichever is meant cannot be told
     for i, cat in enumerate(doc["categories"]):
         cid = cat.get("id") if isinstance(cat, dict) else None
         name = cat.get("name") if isinstance(cat, dict) else None
         if not _is_id(cid) or not isinstance(name, str) or not name.strip():
             problems.append(Problem(None, f"categories[{i}]", "needs an integer or text id and a name"))
-        elif cid in categories and categories[cid] != name.strip():
-            problems.append(Problem(None, f"categories[{i}]", f"id {cid!r} is used twice"))
+        elif cid in categories or cid in ambiguous:
+            problems.append(Problem(None, f"categories[{i}]", f"id {str(cid)[:100]!r} is used twice: its "
+                                    "annotations are refused"))
+            categories.pop(cid, None)
+            ambiguous.add(cid)
         else:
             categories[cid] = name.strip()
     images: dict[object, tuple[int, str | None, str | None]] = {}
+    twice: set[object] = set()
     for i, img in enumerate(doc["images"], start=1):
         if not isinstance(img, Mapping) or not _is_id(img.get("id")):
             problems.append(Problem(i, "images", "an image needs an integer or text id"))
             continue
         url = next((img[k] for k in ("coco_url", "absolute_url", "file_name")
                     if isinstance(img.get(k), str) and img[k].strip()), None)
-        if img["id"] in images:
-            problems.append(Problem(i, "id", f"image id {img['id']!r} is used twice"))
+        if img["id"] in images or img["id"] in twice:
+            problems.append(Problem(i, "id", f"image id {str(img['id'])[:100]!r} is used twice: refused"))
+            if img["id"] in images:
+                problems.append(Problem(images.pop(img["id"])[0], "id",
+                                        f"image id {str(img['id'])[:100]!r} is used twice: refused"))
+            twice.add(img["id"])
             continue
         at = img.get("date_captured")
         images[img["id"]] = (i, url.strip() if url else None, at if isinstance(at, str) and at else None)
     labels: dict[object, set[str]] = {}
+    refused_images: set[object] = set()
     for i, ann in enumerate(doc["annotations"]):
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
         cid = ann.get("category_id") if isinstance(ann, dict) else None
+        if _is_id(image_id) and image_id in twice:
+            continue  # reported with the image
         if not _is_id(image_id) or image_id not in images:
-            problems.append(Problem(None, f"annotations[{i}].image_id", f"no image with id {image_id!r}"))
+            problems.append(Problem(None, f"annotations[{i}].image_id", f"no image with id {image_id!r}"[:150]))
+        elif _is_id(cid) and cid in ambiguous:
+            problems.append(Problem(images[image_id][0], "category_id",
+                                    f"category id {str(cid)[:100]!r} is defined twice (ambiguous)"))
+            refused_images.add(image_id)
         elif not _is_id(cid) or cid not in categories:
             problems.append(Problem(images[image_id][0], "category_id", f"no category with id {cid!r}"))
         else:
@@ -320,7 +412,13 @@ def parse_coco_export(data: bytes) -> ParsedExport:
     rows: list[ExportRow] = []
     for image_id, (n, url, at) in images.items():
         names = labels.get(image_id, set())
-        if url is None:
+        if image_id in refused_images:
+            continue
+        long = _too_long(url, next(iter(names)), at) if url and len(names) == 1 else None
+        if long is not None:
+            problems.append(Problem(n, {"url": "coco_url", "label": "category_id"}.get(long[0], "date_captured"),
+                                    long[1]))
+        elif url is None:
             problems.append(Problem(n, "coco_url", "image has no coco_url, absolute_url or file_name"))
         elif not names:
             problems.append(Problem(n, "category_id", "empty label (the image has no annotation)"))

@@ -150,13 +150,12 @@ class AnnotationIntake:
                            for a in dict.fromkeys(parsed.deleted) if a in items]
         answers = parsed.answers
         if answers:
-            ids = sorted({a.item_id for a in answers})
-            handed = dict(zip(ids, self._store.is_selected(ids), strict=True))
+            handed = self.labels.reached_labelers(sorted({a.item_id for a in answers}))
             for a in answers:
-                if not handed[a.item_id]:
+                if a.item_id not in handed:
                     refused.append(ls.Refusal(None, a.answer_id, f"unknown task: item {ls.clip(a.item_id)} "
                                               "was never handed out for labeling"))
-            answers = [a for a in answers if handed[a.item_id]]
+            answers = [a for a in answers if a.item_id in handed]
         rows = [*answers, *retractions]
         recorded, pending, watermark = self.labels.record(rows, delivery, sha) if rows else (0, self.labels.pending(),
                                                                                             None)

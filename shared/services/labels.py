@@ -17,12 +17,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from shared.core.exports import REPORT_SUFFIX, is_export_name, item_id_for_url, parse_export
+from shared.core.exports import REPORT_SUFFIX, handed_out_name, is_export_name, parse_export
+from shared.core.item_uris import ItemUriPolicy, item_uri_problem
+from shared.core.label_studio import clip
+from shared.core.naming import extension_of, item_id_from_path, labeling_name
 from shared.core.records import Label
 from shared.errors import ConfigurationError, ExportFormatError, Problem
 from shared.ports import ObjectStore, PredictionStore, RetrainRequest, RetrainRequests
@@ -56,14 +59,23 @@ def retrain_due(*, pending: int, labels: int, trained_on: int, last_watermark: i
     return labels - last_watermark >= threshold
 
 
-def _labeled_at(value: str | None, default: datetime) -> datetime:
-    if value:
-        try:
-            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    return default
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def labeled_at(value: str | None, now: datetime) -> tuple[datetime | None, str | None]:
+    """(the row's labeling time, None), ``now`` when the export gives none, or (None, why the time
+    given cannot be used): unreadable, out of range, before 2000 or more than a day ahead."""
+    if not value:
+        return now, None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        ts = ts.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None, f"unreadable labeling time {clip(value)!r}"
+    if not EARLIEST <= ts <= now + timedelta(days=1):
+        return None, f"labeling time {clip(value)!r} is before 2000 or in the future"
+    return ts, None
 
 
 class LabelService:
@@ -75,8 +87,15 @@ class LabelService:
         class_names: Callable[[], tuple[str, ...] | None],
         retrain_threshold: int,
         requests: RetrainRequests | None = None,
+        labeling_container: str = "labeling-input",
+        export_hosts: Sequence[str] = (),
+        item_uris: ItemUriPolicy | None = None,
     ) -> None:
-        """``requests``: where retrain requests go; by default an in-process queue (embedded loop)."""
+        """``requests``: where retrain requests go; by default an in-process queue (embedded loop).
+        An export row maps to an item only if its URL names, exactly, a file the selector handed out
+        (``<labeling_container>/<batch>/<item><ext>``, https only on ``export_hosts``) for an item
+        that reached labelers (its selection handed off and its item URI passing ``item_uris``, the
+        selector's own check: an item it refused was never shown to anyone)."""
         if requests is None:
             from shared.adapters.queues import InProcessRetrainRequests
 
@@ -86,6 +105,19 @@ class LabelService:
         self._class_names = class_names
         self._threshold = retrain_threshold
         self.requests = requests
+        self._container = labeling_container
+        self._hosts = tuple(export_hosts)
+        self._item_uris = item_uris
+
+    def reached_labelers(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
+        """item id -> the labeling file names it was handed out under (items never shown: absent)."""
+        out: dict[str, set[str]] = {}
+        for item, pairs in self._store.handed_out(item_ids).items():
+            names = {labeling_name(batch, item, extension_of(uri)) for batch, uri in pairs
+                     if self._item_uris is None or item_uri_problem(uri, self._item_uris) is None}
+            if names:
+                out[item] = names
+        return out
 
     @property
     def threshold(self) -> int:
@@ -103,30 +135,36 @@ class LabelService:
         known = set(classes)
         url_field, label_field = parsed.url_field, parsed.label_field
         problems = list(parsed.problems)
-        by_item: dict[str, list[tuple[int, str, str | None]]] = {}
-        for row in parsed.rows:
-            item_id, why = item_id_for_url(row.url)
-            if item_id is None:
-                problems.append(Problem(row.row, url_field, f"{why}: {row.url[:200]!r}"))
-            elif row.label not in known:
-                problems.append(Problem(row.row, label_field, f"{row.label!r} is not one of the model's classes"))
-            else:
-                by_item.setdefault(item_id, []).append((row.row, row.label, row.labeled_at))
-        conflicting = [i for i, rows in by_item.items() if len({lb for _, lb, _ in rows}) > 1]
-        for item_id in conflicting:
-            for n, label, _ in by_item.pop(item_id):
-                problems.append(Problem(n, label_field,
-                                        f"item {item_id!r} has different labels in this export ({label!r})"))
-        ids = list(by_item)
-        selected = self._store.is_selected(ids)
         now = datetime.now(UTC)
+        by_item: dict[str, list[tuple[int, str, str, datetime]]] = {}
+        for row in parsed.rows:  # every row judged alone: a bad value refuses that row only
+            name, why = handed_out_name(row.url, container=self._container, hosts=self._hosts)
+            at, bad_time = labeled_at(row.labeled_at, now)
+            if name is None:
+                problems.append(Problem(row.row, url_field, f"{why}: {clip(row.url)!r}"))
+            elif row.label not in known:
+                problems.append(Problem(row.row, label_field, f"{clip(row.label)!r} is not one of the model's classes"))
+            elif at is None:
+                problems.append(Problem(row.row, "labeled_at", str(bad_time)))
+            else:
+                by_item.setdefault(item_id_from_path(name), []).append((row.row, name, row.label, at))
+        handed = self.reached_labelers(list(by_item))
         labels = []
-        for item_id, was_selected in zip(ids, selected, strict=True):
-            n, label, at = by_item[item_id][0]
-            if not was_selected:
-                problems.append(Problem(n, url_field, f"item {item_id!r} was never selected for labeling"))
+        for item_id, rows in by_item.items():
+            shown = handed.get(item_id, set())
+            good = [r for r in rows if r[1] in shown]
+            for n, name, _, _ in rows:
+                if name not in shown:
+                    problems.append(Problem(n, url_field, f"{clip(name)!r} is not a file the loop handed out for "
+                                            "labeling (or its item never reached labelers)"))
+            if len({label for _, _, label, _ in good}) > 1:
+                for n, _, label, _ in good:
+                    problems.append(Problem(n, label_field, f"item {clip(item_id)!r} has different labels in this "
+                                            f"export ({clip(label)!r})"))
                 continue
-            labels.append(Label(item_id, label, export_id, sha, _labeled_at(at, now)))
+            if good:
+                n, _, label, at = max(good, key=lambda r: r[3])
+                labels.append(Label(item_id, label, export_id, sha, at))
         recorded = self._store.add_labels(labels)
         problems.sort(key=lambda p: (p.where is None, p.where or 0))
         if problems:
@@ -182,7 +220,7 @@ class LabelService:
 # --- the trigger's side: reports, quarantine, replay --------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ExportOutcome:
-    status: str  # "recorded" | "quarantined" | "skipped"
+    status: str  # "recorded" | "quarantined" | "skipped" | "refused" (a name that is no safe path)
     container: str
     name: str
     result: IngestResult | None = None
@@ -196,6 +234,17 @@ class ExportOutcome:
                 **({"format": r.format, "sha256": r.export_sha256, "recorded": r.recorded,
                     "already_known": r.already_known, "problems": len(r.problems), "pending": r.pending,
                     "retrain_requested": r.retrain_requested} if r else {})}
+
+
+def blob_name_problem(name: str) -> str | None:
+    """Why a blob name is not a safe relative path for an export, or None."""
+    if not name or len(name) > 1024:
+        return "empty, or longer than 1,024 characters"
+    if name.startswith("/") or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "an absolute path, a backslash or a control character in the name"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "empty, . or .. path segments in the name"
+    return None
 
 
 def report_name(name: str) -> str:
@@ -305,18 +354,37 @@ class ExportIntake:
         cannot be read, or whose processing fails (after retries, for a transient storage error), is
         moved to quarantine with a report naming the error. Only a failure to quarantine it raises
         (the host's retry is then the last resort)."""
+        why = blob_name_problem(name)
+        if why is not None:  # judged before anything is read or recorded
+            return self._refuse_name(container, name, why)
         if not is_export_name(name):
             return ExportOutcome("skipped", container, name, reason="not an export (not .csv, .json or .jsonl, or "
                                  "one of the loop's reports): left untouched")
         return self._handle(container, name, data, quarantined=False)
+
+    def _refuse_name(self, container: str, name: str, why: str) -> ExportOutcome:
+        """A blob whose name cannot be trusted as a path: nothing recorded, nothing copied or deleted
+        (its name cannot name a copy); a report under a name of our own says what arrived."""
+        digest = hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:16]
+        report = f"invalid-names/{digest}{REPORT_SUFFIX}"
+        body = {"export": clip(name), "container": container, "status": "refused", "reason": why,
+                "written_at": datetime.now(UTC).isoformat()}
+        _, failed = self._retrying(lambda: self._objects.put(self._quarantine, report, json.dumps(body).encode(),
+                                                             overwrite=True), f"report on {container}/{digest}")
+        log.warning("export blob %r in %s refused: %s", clip(name), container, why)
+        return ExportOutcome("refused", container, clip(name),
+                             report=None if failed else f"{self._quarantine}/{report}", reason=why)
 
     def replay(self, name: str, *, source: str = "quarantine") -> ExportOutcome:
         """Reprocess a named export, e.g. a quarantined one after it was fixed in place. A quarantined
         export that now parses goes back to the exports container (re-recording nothing)."""
         if source not in ("quarantine", "exports"):
             raise ValueError("source must be 'quarantine' or 'exports'")
+        why = blob_name_problem(name)
+        if why is not None:
+            raise ValueError(f"{clip(name)!r}: {why}")
         if not is_export_name(name):
-            raise ValueError(f"{name!r} names a report or a manifest, not an export")
+            raise ValueError(f"{clip(name)!r} names a report or a manifest, not an export")
         container = self._quarantine if source == "quarantine" else self._exports
         data = self._objects.get(container, name)  # NotFoundError -> 404
         return self._handle(container, name, data, quarantined=source == "quarantine")

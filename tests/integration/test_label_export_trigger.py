@@ -77,8 +77,10 @@ def app(azurite, adx):
         admin.execute_mgmt(adx.database, f".clear table {table} data")
     ports = Backend(settings, credential=StaticTokenCredential())
     store = ports.store
-    items = tuple(SelectedItem(f"i{n}", f"file:///items/i{n}.png", 0.0, n) for n in range(8))
+    # the items as the collector stored them (blobs of the loop's account), handed off by the selector
+    items = tuple(SelectedItem(f"i{n}", ports.objects.uri("items", f"i{n}.png"), 0.0, n) for n in range(8))
     store.record_selection(Selection("b1", "margin", "m", "1", datetime(2026, 3, 1, tzinfo=UTC), items))
+    store.mark_handed_off("b1")  # the items reached labelers
     wiring.use(wiring.build_intake(settings, ports=ports))
     functions = {f.get_function_name(): f.get_user_function() for f in build_app(settings).get_functions()}
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
@@ -146,7 +148,7 @@ def test_row_problems_are_reported_next_to_the_export(app):
     report = json.loads(blobs.get_blob_client(settings.exports_container,
                                               "Labeling/export/csv/p.csv.report.json").download_blob().readall())
     assert [(p["row"], p["field"]) for p in report["problems"]] == [(2, "Label"), (3, "Url")]
-    assert "never selected" in report["problems"][1]["reason"]
+    assert "not a file the loop handed out" in report["problems"][1]["reason"]
     # The report lands in the watched container; its own trigger is a no-op.
     deliver(functions, blobs, settings.exports_container, "Labeling/export/csv/p.csv.report.json",
             json.dumps(report).encode())
@@ -170,6 +172,21 @@ def test_an_unparseable_export_is_quarantined_with_its_report_and_replayed_after
     assert (status, body["status"], body["recorded"]) == (200, "recorded", 1)
     assert store.count_labels() == 1 and blobs.get_blob_client(exports, "broken.json").exists()
     assert list(blobs.get_container_client(quarantine).list_blob_names()) == []
+
+
+@pytest.mark.parametrize("name", ["../../etc/x.csv", "Labeling/export/../../x.csv", "a//b.csv", "a\\b.csv"])
+def test_case_7_a_blob_name_with_path_traversal_is_refused_before_anything_is_recorded(app, name):
+    """Issue 22, case 7: the name is judged first; the trigger returns normally (no exception for the
+    host to retry), records nothing, copies nothing, and a report under a name of its own says why."""
+    functions, settings, blobs, _, store = app
+    data = write_csv_export([(url("i0"), "cat")])
+    assert functions["labels_export"](func.blob.InputStream(
+        data=data, name=f"{settings.exports_container}/{name}", length=len(data), uri=f"https://x/{name}")) is None
+    assert store.count_labels() == 0
+    reports = list(blobs.get_container_client(settings.quarantine_container).list_blob_names())
+    assert len(reports) == 1 and reports[0].startswith("invalid-names/"), reports
+    body = json.loads(blobs.get_blob_client(settings.quarantine_container, reports[0]).download_blob().readall())
+    assert body["status"] == "refused" and body["reason"]
 
 
 @pytest.mark.parametrize("name", ["photo.png", "README.txt", "ds/MLTable", "notes", ".hidden.csv"])
@@ -268,7 +285,7 @@ def test_a_storage_outage_is_retried_then_quarantined_as_transient(app):
 
     functions, settings, blobs, _, store = app
     sleeps: list[float] = []
-    down = Flaky(store, "is_selected", ServiceResponseError("Connection aborted"), forever=True)
+    down = Flaky(store, "handed_out", ServiceResponseError("Connection aborted"), forever=True)
     install(settings, down, wiring.intake()._objects, sleeps)
     deliver(functions, blobs, settings.exports_container, "t.csv", write_csv_export([(url("i0"), "cat")]))
     report = quarantine_report(blobs, settings, "t.csv")

@@ -31,6 +31,7 @@ def loop(tmp_path):
     store = DuckDBStore(threads=1)
     items = tuple(SelectedItem(f"i{n}", f"file:///items/i{n}.png", 0.0, n) for n in range(10))
     store.record_selection(Selection("b1", "margin", "m", "1", datetime(2026, 3, 1, tzinfo=UTC), items))
+    store.mark_handed_off("b1")  # the items reached labelers
     requests = InProcessRetrainRequests()
     labels = LabelService(store, model_name="m", class_names=lambda: CLASSES, retrain_threshold=3,
                           requests=requests)
@@ -58,8 +59,8 @@ def test_each_kind_of_bad_row_is_reported_with_its_reason_and_good_rows_recorded
                              (11, "Label")]
     assert "'bird' is not one of the model's classes" in reasons[(3, "Label")]
     assert "different labels" in reasons[(4, "Label")] and "different labels" in reasons[(5, "Label")]
-    assert "never selected" in reasons[(6, "Url")]
-    assert "unsupported URL scheme" in reasons[(7, "Url")]
+    assert "not a file the loop handed out" in reasons[(6, "Url")]
+    assert "not an azureml://, AmlDatastore:// or https:// URL" in reasons[(7, "Url")]
     assert "multi-label" in reasons[(8, "Label")] and "empty label" in reasons[(11, "Label")]
     assert {(lb.item_id, lb.label) for lb in store.list_labels()} == {("i0", "cat"), ("i1", "dog"), ("i6", "cat")}
 
@@ -232,7 +233,7 @@ def test_a_transient_storage_error_is_retried_then_recorded(loop):
 
     store, _, _, objects, _ = loop
     sleeps: list[float] = []
-    flaky = Flaky(store, "is_selected", ServiceResponseError("connection reset"), http_error(503))
+    flaky = Flaky(store, "handed_out", ServiceResponseError("connection reset"), http_error(503))
     intake = intake_over(flaky, objects, sleeps)
     outcome = intake.process("exports", "e.csv", write_csv_export([(url("i0"), "cat")]))
     assert outcome.status == "recorded" and outcome.result.recorded == 1 and store.count_labels() == 1
@@ -244,7 +245,7 @@ def test_a_transient_error_that_outlasts_the_retries_quarantines_and_says_so(loo
 
     store, _, _, objects, _ = loop
     sleeps: list[float] = []
-    down = Flaky(store, "is_selected", ServiceRequestError("name resolution failed"), forever=True)
+    down = Flaky(store, "handed_out", ServiceRequestError("name resolution failed"), forever=True)
     intake = intake_over(down, objects, sleeps, attempts=4, backoff_seconds=0.1)
     data = write_csv_export([(url("i0"), "cat")])
     outcome = intake.process("exports", "e.csv", data)
@@ -261,7 +262,7 @@ def test_a_transient_error_that_outlasts_the_retries_quarantines_and_says_so(loo
 def test_a_transient_then_permanent_error_is_reported_as_permanent(loop):
     store, _, _, objects, _ = loop
     sleeps: list[float] = []
-    flaky = Flaky(store, "is_selected", http_error(429), KeyError("item"))
+    flaky = Flaky(store, "handed_out", http_error(429), KeyError("item"))
     outcome = intake_over(flaky, objects, sleeps).process("exports", "e.csv", write_csv_export([(url("i0"), "cat")]))
     assert outcome.status == "quarantined"
     assert outcome.reason == "permanent error (after retrying a transient error 1 time): KeyError: 'item'"
