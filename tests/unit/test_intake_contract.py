@@ -110,7 +110,7 @@ def test_case_4_a_bad_labeling_time_refuses_that_row_only(world, bad):
 
 
 def test_case_4_a_cell_over_the_csv_field_limit_refuses_that_row_only(world):
-    store, _, intake, objects = world
+    store, _, intake, _objects = world
     data = (f"Url,Label\r\n{url('i1')},{'x' * 200_000}\r\n{url('i2')},dog\r\n").encode()
     outcome = intake.process("exports", "e.csv", data)
     assert outcome.status == "recorded" and current(store) == {"i2": "dog"}
@@ -159,8 +159,8 @@ JUNK = st.one_of(st.text(max_size=40), st.sampled_from([
 @given(name=st.sampled_from(sorted(WRITERS)), which=st.integers(0, 5), field=st.sampled_from(["url", "label"]),
        junk=JUNK)
 def test_a_mutated_row_is_refused_alone_and_the_good_rows_recorded(world, name, which, field, junk):
-    store, labels, intake, _ = world
-    store._con.execute("DELETE FROM labels")  # noqa: SLF001  (a fresh intake per example)
+    store, _labels, intake, _ = world
+    store._con.execute("DELETE FROM labels")
     rows = [(url(f"i{n}"), CLASSES[n % 2]) for n in range(6)]
     good_url, good_label = rows[which]
     rows[which] = (junk, good_label) if field == "url" else (good_url, junk)
