@@ -9,9 +9,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from shared.errors import ActiveLearningError
+from shared.errors import ActiveLearningError, InvalidInputError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -24,30 +24,73 @@ PRESETS = {  # sizes that fit each built-in dataset (digits has 1,797 items)
     "digits": {"initial": 50, "rounds": 15, "batch": 50, "scored": 500, "test_size": 360, "val_size": 180},
 }
 GENERIC = {"initial": 200, "rounds": 15, "batch": 100, "scored": 1000, "test_size": 0.15, "val_size": 0.1}
+DESCRIPTION = ("The al command. al simulate runs the active-learning loop offline, with an oracle that knows every "
+               "label, and reports how much labeling each selection strategy saves compared with random picking; "
+               "al label lets you label your own images in a local Label Studio; al bootstrap makes a model "
+               "version the first serving one on Azure; al labeling sets up the model's Label Studio project.")
+FITTED_SHARE = 2 / 3  # of a small set's pool, what a fitted plan labels (the digits preset labels 64 %)
+FITTED_MIN_ROUNDS = 5  # a fitted plan's batch shrinks below 10 sooner than leave fewer rounds
+MAX_WARNINGS = 20  # skipped files named one per line; the rest are counted
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; for ``al`` itself and ``al simulate`` a usage error is one line like every other
+    error (the other subcommands keep argparse's usage-and-error form)."""
+
+    def error(self, message: str) -> NoReturn:
+        if self.prog not in ("al", "al simulate"):
+            super().error(message)
+        self.exit(2, f"al: error: {message} (see {self.prog} --help)\n")
+
+
+def _error(what: str, todo: str) -> ActiveLearningError:
+    """An error as the CLI prints it: what is wrong, then what to do about it."""
+    return ActiveLearningError(f"{what} ({todo})")
 
 
 def _parser() -> argparse.ArgumentParser:
     from shared.settings import Settings
 
     default_strategy = Settings.model_fields["strategy"].default
-    p = argparse.ArgumentParser(prog="al", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("simulate", help="measure label efficiency offline with an oracle labeler")
+    p = _Parser(prog="al", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser(
+        "simulate", help="measure label efficiency offline with an oracle labeler",
+        description="Runs the active-learning loop offline: an oracle labels what each strategy picks, round "
+        "after round, and the report shows the test accuracy per round and how many labels each strategy needs "
+        "to reach random picking's final accuracy. Sizes you do not give come from the data set: built-in sets "
+        "have their own, any other set gets 200 initial labels and 15 rounds of 100, fitted to the set when it is "
+        "too small for those (a line says so).",
+        epilog="example: al simulate --dataset path/to/photos (one sub-folder of images per class)")
     s.add_argument("--dataset", default="glyphs67",
-                   help="glyphs67 (default), digits, a folder with one sub-folder per class, or an .npz")
-    s.add_argument("--strategies", default=None,
-                   help=f"comma-separated (default: {default_strategy},{','.join(DEFAULT_STRATEGIES)})")
+                   help="what to run on: glyphs67 (default, 67 rendered characters), digits (scikit-learn's 8x8 "
+                   "digits), a folder with one sub-folder of images per class, or an .npz file holding 'images' or "
+                   "'features' and 'labels'")
+    s.add_argument("--strategies", default=None, help="comma-separated selection strategies to compare (default: "
+                   f"{default_strategy},{','.join(DEFAULT_STRATEGIES)})")
     s.add_argument("--default-strategy", default=default_strategy,
-                   help="the strategy the summary calls the default")
-    s.add_argument("--seeds", type=int, default=3, help="number of seeds (0..n-1)")
-    for name in ("initial", "rounds", "batch", "scored"):
-        s.add_argument(f"--{name}", type=int, default=None)
-    s.add_argument("--test-size", type=int, default=None)
-    s.add_argument("--val-size", type=int, default=None)
+                   help=f"the strategy the summary calls the default (default: {default_strategy})")
+    s.add_argument("--seeds", type=int, default=3,
+                   help="how many times each strategy runs, each time on another random split (default 3)")
+    s.add_argument("--initial", type=int, default=None, help="labels picked at random to train the first model "
+                   "(default 200, 50 on digits, fewer on a small set)")
+    s.add_argument("--rounds", type=int, default=None,
+                   help="rounds of picking after the first model (default 15, fewer on a small set)")
+    s.add_argument("--batch", type=int, default=None,
+                   help="labels picked per round (default 100, 50 on digits, fewer on a small set)")
+    s.add_argument("--scored", type=int, default=None, help="unlabeled items the model scores each round; the "
+                   "batch is picked from them (default 1000, 500 on digits, ten batches on a small set)")
+    s.add_argument("--test-size", type=int, default=None, help="items set aside to measure accuracy, never "
+                   "labeled (default 15%% of the set; 2000 on glyphs67, 360 on digits)")
+    s.add_argument("--val-size", type=int, default=None, help="items set aside to decide whether a new model "
+                   "replaces the serving one (default 10%% of the set; 1000 on glyphs67, 180 on digits)")
     s.add_argument("--embedding-width", type=int, default=None,
-                   help="width of the embedding the model logs (default 64; 0: the whole feature vector)")
-    s.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
-    s.add_argument("--out", type=Path, default=Path("runs/latest"))
+                   help="width of the embedding the model logs with each prediction (default 64; 0 for the whole "
+                   "feature vector)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="runs in parallel (default: the number of cores, at most 8)")
+    s.add_argument("--out", type=Path, default=Path("runs/latest"),
+                   help="folder for the report: summary.json, curves.png, rounds.csv (default runs/latest)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     b = sub.add_parser("bootstrap", help="make a model version the first serving one (endpoint + ADX), Azure backend")
     src = b.add_mutually_exclusive_group(required=True)
@@ -238,63 +281,175 @@ def bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sizes(args: argparse.Namespace, dataset: str, n_items: int) -> dict[str, int]:
-    """The plan's sizes: what the user gave, else the preset's (built-in sets) or the generic ones.
-    When the generic labels (200 initial + 15 rounds x 100) do not fit a user's set and none of
-    initial, batch and scored was given, the initial set and the batch shrink to 4 % of the pool
-    (in tens, at least 10) and the scored sample to ten batches: the proportions of the digits
+SIZE_KEYS = ("initial", "rounds", "batch", "scored")
+
+
+def _opt(key: str) -> str:
+    return f"--{key.replace('_', '-')}"
+
+
+def _sizes(args: argparse.Namespace, dataset: str, n_items: int) -> tuple[dict[str, int], str | None]:
+    """The plan's sizes, and when they were fitted to a small set the line that says so.
+
+    Sizes the user gave are kept. The others come from the preset of a built-in set, else from the
+    generic plan: 200 initial + 15 rounds x 100 from 1,000 scored, 15 % test and 10 % validation.
+    When the generic labels do not fit a user's set, the sizes not given are fitted to the pool (the
+    items left after test and validation): the initial set and the batch to 4 % of the pool in tens
+    (at least 10; less when not even five such rounds fit), the scored sample to ten batches, and the
+    rounds to what labels about two thirds of the pool (at most 15): the proportions of the digits
     preset, which labels 800 of digits' 1,257-item pool."""
     base = PRESETS.get(dataset, GENERIC)
-    sizes = {}
-    for key, value in base.items():
-        given = getattr(args, key)
-        if given is not None:
-            sizes[key] = given
-        elif isinstance(value, float):
-            sizes[key] = int(n_items * value)
-        else:
-            sizes[key] = value
+    given = {key: getattr(args, key) for key in base}
+    for key, value in given.items():
+        if value is not None and value < 1:
+            raise _error(f"{_opt(key)} is {value}", f"give {_opt(key)} 1 or more")
+    sizes = {key: given[key] if given[key] is not None
+             else max(1, int(n_items * value)) if isinstance(value, float) else int(value)
+             for key, value in base.items()}
     pool = n_items - sizes["test_size"] - sizes["val_size"]
-    scalable = dataset not in PRESETS and all(getattr(args, k) is None for k in ("initial", "batch", "scored"))
-    if scalable and pool > 0 and sizes["initial"] + sizes["rounds"] * sizes["batch"] > pool:
-        step = max(10, int(pool * 0.04) // 10 * 10)
-        sizes.update(initial=step, batch=step, scored=10 * step)
-    for key, value in sizes.items():
-        if value < 1:
-            raise ActiveLearningError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
-    return sizes
+    before = sizes["initial"] + sizes["rounds"] * sizes["batch"]
+    free = [key for key in SIZE_KEYS if given[key] is None]
+    if dataset in PRESETS or not free or pool <= 0 or before <= pool:
+        return sizes, None
+    budget = int(pool * FITTED_SHARE)
+    rounds_wanted = given["rounds"] or FITTED_MIN_ROUNDS
+    step = max(10, int(pool * 0.04) // 10 * 10)
+    if step * (rounds_wanted + 1) > budget:
+        step = max(2, budget // (rounds_wanted + 1))
+    before_text = f"{_plan_text(sizes['initial'], sizes['rounds'], sizes['batch'])} = {before} labels"
+    if given["initial"] is None:
+        sizes["initial"] = step
+    if given["batch"] is None:
+        sizes["batch"] = min(step, given["scored"] or step)
+    if given["rounds"] is None:
+        sizes["rounds"] = max(1, min(int(GENERIC["rounds"]), (budget - sizes["initial"]) // sizes["batch"]))
+    if given["scored"] is None:
+        sizes["scored"] = min(10 * sizes["batch"], pool)
+    labels = sizes["initial"] + sizes["rounds"] * sizes["batch"]
+    kept = [f"{_opt(key)} {sizes[key]}" for key in SIZE_KEYS if key not in free]
+    note = (f"sizes fitted to the set: its {pool} items to label (after {sizes['test_size']} test and "
+            f"{sizes['val_size']} validation) are too few for {before_text}, so "
+            f"{' '.join(f'{_opt(key)} {sizes[key]}' for key in free)}"
+            f"{' with your ' + ' '.join(kept) if kept else ''}, which label {labels} "
+            f"(give {_either([_opt(key) for key in free])} to choose {'it' if len(free) == 1 else 'them'} yourself)")
+    return sizes, note
+
+
+def _plan_text(initial: int, rounds: int, batch: int) -> str:
+    return f"{initial} initial + {rounds} round{'' if rounds == 1 else 's'} x {batch}"
+
+
+def _either(options: Sequence[str]) -> str:
+    return " or ".join(options) if len(options) < 3 else f"{', '.join(options[:-1])} or {options[-1]}"
+
+
+def _check_sizes(sizes: dict[str, int], n_items: int, given: dict[str, int | None]) -> None:
+    """Refuse a plan the set cannot serve, in one line that names what to change, before the set is prepared."""
+    initial, rounds, batch, scored = (sizes[key] for key in SIZE_KEYS)
+    test, val = sizes["test_size"], sizes["val_size"]
+    pool = n_items - test - val
+    held = [key for key in ("test_size", "val_size") if given[key] is not None]
+    if pool <= 0:
+        if held:
+            named = " and ".join(f"{_opt(k)} {sizes[k]}" for k in held)
+            raise _error(f"{named} {'leave' if len(held) > 1 else 'leaves'} none of the {n_items} items to label",
+                         f"lower {_either([_opt(k) for k in held])}")
+        raise _error(f"the set has {n_items} items: none left to label after {test} test and {val} validation",
+                     "add items to the set")
+    if initial < 2:
+        raise _error(f"--initial {initial} is too few to train a first model", "give --initial 2 or more")
+    need = initial + rounds * batch
+    if need > pool:
+        limits = {"initial": pool - rounds * batch, "rounds": (pool - initial) // batch,
+                  "batch": (pool - initial) // rounds,
+                  "test_size": n_items - val - need, "val_size": n_items - test - need}
+        changeable = [key for key in (*SIZE_KEYS[:3], *held) if given[key] is not None] or list(SIZE_KEYS[:3])
+        lowest = {"initial": 2, "rounds": 1, "batch": 1, "test_size": 1, "val_size": 1}
+        fixes = [f"{_opt(key)} {limits[key]} or less" for key in changeable if limits[key] >= lowest[key]]
+        todo = (f"give {', or '.join(fixes)}" if fixes
+                else "add items to the set" if not any(given[key] is not None for key in (*SIZE_KEYS, *held))
+                else f"lower {_either([_opt(key) for key in changeable])}")
+        raise _error(f"{_plan_text(initial, rounds, batch)} = {need} labels, more than the pool of {pool} "
+                     f"items left after {test} test and {val} validation", todo)
+    if batch > scored:
+        fixes = ([f"--batch {scored} or less"] if given["batch"] is not None else []) + (
+            [f"--scored {batch} or more"] if given["scored"] is not None or given["batch"] is None else [])
+        raise _error(f"a batch of {batch} is larger than the {scored} items scored per round",
+                     f"give {', or '.join(fixes)}")
+
+
+def _check_options(args: argparse.Namespace) -> tuple[str, ...]:
+    """The strategies, in the report's order, once the options that need no data set are known to be good."""
+    from shared.core.strategies import check_strategy, known_strategies
+    from shared.errors import SelectionError
+    from shared.sim.simulate import order
+
+    def known(name: str, option: str) -> str:
+        try:
+            return check_strategy(name)
+        except SelectionError:
+            raise _error(f"unknown strategy {name!r} in {option}",
+                         f"choose from {', '.join(known_strategies())}") from None
+
+    if args.seeds < 1:
+        raise _error(f"--seeds is {args.seeds}", "give --seeds 1 or more")
+    if args.workers is not None and args.workers < 1:
+        raise _error(f"--workers is {args.workers}", "give --workers 1 or more, or leave it out for one per core")
+    if args.embedding_width is not None and args.embedding_width < 0:
+        raise _error(f"--embedding-width is {args.embedding_width}",
+                     "give a positive width, or 0 for the whole feature vector")
+    default = known(args.default_strategy.strip(), "--default-strategy")
+    names = [n.strip() for n in args.strategies.split(",")] if args.strategies else [default, *DEFAULT_STRATEGIES]
+    strategies = order(list(dict.fromkeys(known(n, "--strategies") for n in names if n)), default)
+    if not strategies:
+        raise _error(f"--strategies {args.strategies!r} names no strategy", "give a comma-separated list, "
+                     "e.g. --strategies margin,random")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _error(f"cannot make the --out folder {args.out}: {exc.strerror or exc}",
+                     "give --out a folder you can write to") from None
+    return strategies
 
 
 def simulate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from shared.core.strategies import check_strategy
     from shared.sim import report
-    from shared.sim.datasets import load_dataset
+    from shared.sim.datasets import Skipped, load_dataset
     from shared.sim.runner import SimConfig, prepare
-    from shared.sim.simulate import Plan, check_plan, default_workers, order, run_plan
+    from shared.sim.simulate import Plan, check_plan, default_workers, run_plan
 
     console = Console(width=None if sys.stdout.isatty() else 110)
-    names = args.strategies.split(",") if args.strategies else [args.default_strategy, *DEFAULT_STRATEGIES]
-    strategies = order([check_strategy(n.strip()) for n in names if n.strip()], args.default_strategy)
-    if args.seeds < 1:
-        raise ActiveLearningError(f"--seeds must be at least 1, got {args.seeds}")
+    strategies = _check_options(args)
     t0 = time.perf_counter()
-    with console.status(f"loading {args.dataset} and computing features…"):
-        dataset = load_dataset(args.dataset, seed=0)
-        sizes = _sizes(args, dataset.name if args.dataset in PRESETS else "", len(dataset))
-        if args.embedding_width is not None:
-            if args.embedding_width < 0:
-                raise ActiveLearningError(f"--embedding-width must be 0 or more, got {args.embedding_width}")
-            sizes["embedding_width"] = args.embedding_width
-        config = SimConfig(**sizes)  # type: ignore[arg-type]
+    skipped: list[Skipped] = []  # heard of as met, so they are named even when a class ends up with too few
+    try:
+        with console.status(f"loading {args.dataset}…"):
+            dataset = load_dataset(args.dataset, seed=0, on_skip=skipped.append)
+    finally:  # after the status line is gone, which would wrap them
+        for file in skipped[:MAX_WARNINGS]:
+            print(f"al: warning: skipped {file.path}: {file.reason}", file=sys.stderr)
+        if len(skipped) > MAX_WARNINGS:
+            print(f"al: warning: skipped {len(skipped) - MAX_WARNINGS} more files that are not readable images",
+                  file=sys.stderr)
+    sizes, note = _sizes(args, dataset.name if args.dataset in PRESETS else "", len(dataset))
+    _check_sizes(sizes, len(dataset), {key: getattr(args, key) for key in (*SIZE_KEYS, "test_size", "val_size")})
+    if note:
+        console.print(note, soft_wrap=True, markup=False, highlight=False)
+    if args.embedding_width is not None:
+        sizes["embedding_width"] = args.embedding_width
+    config = SimConfig(**sizes)  # type: ignore[arg-type]
+    with console.status(f"computing the features of {len(dataset)} items…"):
         prepared = prepare(dataset, args.out / "work" / "shared-items")
     plan = Plan(strategies, tuple(range(args.seeds)), config, args.out / "work",
                 args.workers or default_workers())
-    check_plan(prepared, plan)
+    check_plan(prepared, plan)  # _check_sizes has said anything this would
+    n_skipped = len(dataset.skipped)
+    skipped_text = f", {n_skipped} file{'' if n_skipped == 1 else 's'} skipped" if n_skipped else ""
     console.print(
-        f"[bold]{dataset.name}[/]: {len(dataset)} items, {len(dataset.class_names)} classes; "
+        f"[bold]{dataset.name}[/]: {len(dataset)} items, {len(dataset.class_names)} classes{skipped_text}; "
         f"{config.initial} initial labels, {config.rounds} rounds of {config.batch} picked from "
         f"{config.scored} scored; {len(strategies)} strategies x {args.seeds} seeds "
         f"({time.perf_counter() - t0:.1f}s to prepare)"
@@ -343,6 +498,15 @@ def _print_table(console: Console, cs: dict[str, Curve], summary: dict[str, Any]
         )
 
 
+def _error_text(exc: ActiveLearningError) -> str:
+    """The error said once: an InvalidInputError's message with only the problems it does not already say
+    (``str()`` appends every problem, and most repeat the message)."""
+    if not isinstance(exc, InvalidInputError):
+        return str(exc)
+    extra = [str(p) for p in exc.problems if p.reason != exc.message and p.reason not in exc.message]
+    return f"{exc.message}: {'; '.join(dict.fromkeys(extra))}" if extra else exc.message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
@@ -356,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "label":
             return label(args)
     except ActiveLearningError as exc:
-        print(f"al: error: {exc}", file=sys.stderr)
+        print(f"al: error: {_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("al: interrupted", file=sys.stderr)

@@ -36,6 +36,7 @@ class InvalidInputError(ActiveLearningError, ValueError):
     """Input from outside was refused; ``problems`` lists every reason, not only the first."""
 
     def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        self.message = message  # without the problems (str() appends them), for who shows both apart
         self.problems = tuple(problems)
         detail = "; ".join(str(p) for p in self.problems[:5])
         more = f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""

@@ -43,9 +43,12 @@ def run(*args):
     [
         (["--dataset", "nope"], "unknown dataset 'nope'"),
         (["--dataset", "digits", "--strategies", "margin,clairvoyant"], "unknown strategy 'clairvoyant'"),
-        (["--dataset", "digits", "--batch", "5000"], "larger than"),
+        (["--dataset", "digits", "--batch", "5000"], "more than the pool of 1257 items left after 360 test and 180 "
+         "validation (give --batch 80 or less)"),
+        (["--dataset", "digits", "--batch", "60", "--scored", "50"], "larger than the 50 items scored per round"),
         (["--dataset", "digits", "--initial", "1000"], "more than the pool"),
-        (["--dataset", "digits", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--dataset", "digits", "--seeds", "0"], "--seeds is 0 (give --seeds 1 or more)"),
+        (["--dataset", "digits", "--seeds", "x"], "invalid int value: 'x' (see al simulate --help)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
@@ -53,23 +56,32 @@ def test_bad_input_is_one_line_and_exit_2(args, needle):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
+    assert lines[0].startswith("al: error: ") and lines[0].endswith(")")
 
 
 def test_bad_folders_and_npz_files(tmp_path):
     one = tmp_path / "one"
     (one / "only").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(one / "only" / "a.png")
-    assert "at least two" in run("--dataset", str(one)).stderr
+    result = run("--dataset", str(one))
+    assert result.returncode == 2 and result.stderr.count("at least two") == 1 and "dataset:" not in result.stderr
     bad = tmp_path / "bad"
     (bad / "a").mkdir(parents=True)
     (bad / "b").mkdir()
     (bad / "a" / "x.png").write_bytes(b"not a png")
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(bad / "b" / "y.png")
-    assert "unreadable image" in run("--dataset", str(bad)).stderr
+    for name in ("y.png", "z.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(bad / "b" / name)
+    result = run("--dataset", str(bad))  # the unreadable file is skipped, which leaves class a with none
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"al: warning: skipped {bad / 'a' / 'x.png'}: not an image Pillow can read",
+        f"al: error: class folder {bad / 'a'} has 0 readable images and 1 skipped file; each class needs at least 2 "
+        f"(add images to it, bmp, gif, jpeg, jpg, png, tif, tiff, webp, or move it out of {bad})",
+    ]
     npz = tmp_path / "x.npz"
     np.savez(npz, features=np.zeros((10, 3)))
     result = run("--dataset", str(npz))
     assert result.returncode == 2 and "no 'labels' array" in result.stderr
+    assert result.stderr.count("no 'labels' array") == 1
 
 
 def _no_sizes(**given):
@@ -82,14 +94,25 @@ def _no_sizes(**given):
 def test_a_users_small_set_gets_sizes_that_fit_it():
     from shared.cli import _sizes
 
-    big = _sizes(_no_sizes(), "", 4000)  # the generic plan fits: unchanged
-    assert (big["initial"], big["batch"], big["scored"], big["rounds"]) == (200, 100, 1000, 15)
-    small = _sizes(_no_sizes(), "", 1461)  # pool 1,096: 4 % in tens
+    big, note = _sizes(_no_sizes(), "", 4000)  # the generic plan fits: unchanged, and nothing said
+    assert (big["initial"], big["batch"], big["scored"], big["rounds"]) == (200, 100, 1000, 15) and note is None
+    small, note = _sizes(_no_sizes(), "", 1461)  # pool 1,096: 4 % in tens; 15 rounds still fit two thirds
     assert (small["initial"], small["batch"], small["scored"], small["rounds"]) == (40, 40, 400, 15)
     assert small["initial"] + small["rounds"] * small["batch"] <= 1461 - small["test_size"] - small["val_size"]
-    # what the user gave is kept, even when it does not fit (the plan check names it)
-    assert _sizes(_no_sizes(batch=100), "", 1461)["batch"] == 100
-    assert _sizes(_no_sizes(), "digits", 1797)["batch"] == 50  # presets stay as they are
+    assert note == ("sizes fitted to the set: its 1096 items to label (after 219 test and 146 validation) are too "
+                    "few for 200 initial + 15 rounds x 100 = 1700 labels, so --initial 40 --rounds 15 --batch 40 "
+                    "--scored 400, which label 640 (give --initial, --rounds, --batch or --scored to choose them "
+                    "yourself)")
+    tiny, _ = _sizes(_no_sizes(), "", 200)  # pool 150: the rounds shrink too, to label two thirds of it
+    assert (tiny["initial"], tiny["batch"], tiny["scored"], tiny["rounds"]) == (10, 10, 100, 9)
+    smallest, _ = _sizes(_no_sizes(), "", 20)  # pool 15: batches under 10 sooner than fewer than 5 rounds
+    assert (smallest["initial"], smallest["batch"], smallest["rounds"]) == (2, 2, 4)
+    # what the user gave is kept; only the others are fitted (the plan check names what does not fit)
+    kept, note = _sizes(_no_sizes(batch=100), "", 1461)
+    assert (kept["initial"], kept["batch"], kept["rounds"]) == (40, 100, 6) and "with your --batch 100" in note
+    assert _sizes(_no_sizes(initial=300, rounds=15, batch=100, scored=1000), "", 1461)[0]["initial"] == 300
+    assert _sizes(_no_sizes(), "digits", 1797) == (
+        {"initial": 50, "rounds": 15, "batch": 50, "scored": 500, "test_size": 360, "val_size": 180}, None)
 
 
 def test_a_small_npz_runs_with_no_sizes_given(tmp_path):
