@@ -1,11 +1,18 @@
 // The active-learning loop on Azure: `azd up` provisions this and deploys the one Python package to
 // four Flex Consumption function apps, one stage each (AL_STAGES). See docs/deploy.md.
 //
-// Identity: one user-assigned managed identity for the four apps, with data-plane roles only (storage
-// blob/queue/table, ADX Ingestor + Viewer, AzureML Data Scientist, Key Vault Secrets User, Monitoring
-// Metrics Publisher). No storage key, connection string with a secret, or token is an app setting:
-// the loop's storage account refuses shared keys and the GitHub and Label Studio tokens are Key Vault
-// references.
+// Identity: one user-assigned managed identity per app (issue 20, item 6), each with the data-plane roles its own
+// stage needs and nothing another stage needs, at the narrowest scope the API allows: a container or a queue on
+// the loop's account (loopBlobGrants, loopQueueGrants below), a secret in Key Vault, the ADX database, the Azure
+// ML workspace, the app's own host storage account. docs/deploy.md has the table. No storage key, connection
+// string with a secret, or token is an app setting: the loop's storage accounts refuse shared keys and the
+// GitHub and Label Studio tokens are Key Vault references.
+//
+// Network and logs (issue 20, item 7): only the collector is open to the internet; the other apps deny inbound
+// traffic but for what they must receive (functionapp.bicep). Storage, Key Vault and ADX keep their public
+// endpoints because the Flex Consumption apps run without virtual network integration (each reason is in
+// infra/checkov-baseline.yaml). Every resource that has diagnostic settings sends its logs and metrics to the
+// Log Analytics workspace.
 //
 // Labeling: Label Studio (open source) on Azure Container Apps with its database on Azure Database for
 // PostgreSQL, and a dedicated labeling storage account that holds only the items under labeling; the one
@@ -62,8 +69,10 @@ param githubRepository string = ''
 param githubWorkflow string = 'train.yml'
 param githubRef string = 'main'
 @secure()
-@description('GitHub token with actions:write; stored in Key Vault. Empty: set the secret github-token by hand.')
+@description('GitHub token with actions:write; stored in Key Vault (secret github-token), the only way it reaches the dispatch app, whose role is on that secret. Empty: no secret, and the dispatch app refuses to start until a provision has one.')
 param githubToken string = ''
+@description('When that token expires (ISO 8601, e.g. 2026-12-31T00:00:00Z): the secret\'s expiry. Empty: a year after the provision.')
+param githubTokenExpiresOn string = ''
 
 // --- the existing Azure ML workspace ----------------------------------------------------------------
 @description('Subscription of the Azure ML workspace; default this subscription.')
@@ -94,7 +103,11 @@ param exportsStorageSubscriptionId string = ''
 param exportsSystemTopicName string = ''
 @description('Container and folder the label stage\'s blob trigger watches (AL_EXPORTS_CONTAINER, AL_EXPORTS_PREFIX).')
 param exportsContainer string = 'exports'
-param exportsPrefix string = ''
+// Never empty (issue 20, item 4): the trigger and the Event Grid filter must not cover a whole container, since the
+// label stage quarantines (copies, then deletes) whatever it cannot read there.
+@minLength(1)
+@description('Folder under the exports container that holds the exports, ending with \'/\'; never the whole container.')
+param exportsPrefix string = 'labeling/exports/'
 
 // --- labeling: Label Studio on Container Apps, PostgreSQL, the labeling account ---------------------
 @description('Label Studio\'s container image: HumanSignal\'s official one, pinned (the loop was checked against 1.23.2).')
@@ -141,6 +154,10 @@ param labelStudioPassword string = newGuid()
 @description('API token of the service user (Key Vault secret label-studio-token; the apps\' AL_LABEL_STUDIO_TOKEN).')
 param labelStudioToken string = newGuid()
 
+// --- inbound to the apps (only the collector is public) --------------------------------------------------
+@description('Comma-separated IPv4 addresses or CIDR ranges (your own) allowed to call the selector, label and dispatch apps\' admin routes (replay, stats, sync, retrain status); empty: none.')
+param adminIpRanges string = ''
+
 // --- who deploys ------------------------------------------------------------------------------------
 @description('Object id of the signed-in deployer (azd sets AZURE_PRINCIPAL_ID): Key Vault Secrets User, to read the generated secrets back; empty: no grant.')
 param principalId string = ''
@@ -170,9 +187,16 @@ var containerNames = {
 }
 var queueNames = {
   retrain: 'retrain-requests' // AL_RETRAIN_QUEUE
+  // The Functions host's poison queues on this account, created here so that their roles can be queue-scoped:
+  retrainPoison: 'retrain-requests-poison' // the dispatch app's queue trigger moves a failing message here
+  blobTriggerPoison: 'webjobs-blobtrigger-poison' // the label app's blob trigger (exports in this account)
 }
+// Pycep 0.5, Checkov's Bicep parser, knows no lambdas (`map(items(x), c => c.value)`): for-expressions instead.
+var loopContainers = [for c in items(containerNames): c.value]
+var loopQueues = [for q in items(queueNames): q.value]
 
-// The four apps: azd service name, stage, and the Flex Consumption package container of each.
+// The four apps: azd service name, stage, and the Flex Consumption package container of each (in the app's own
+// host storage account, functionapp.bicep). Their order is the order of appIdentities and functionApps.
 var apps = [
   { service: 'collector', stage: 'scoring_collector' }
   { service: 'selector', stage: 'selector_timer' }
@@ -187,14 +211,29 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: tags
 }
 
-module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
-  name: 'identity'
+// One identity per app: id-al-collector-…, id-al-selector-…, id-al-labels-…, id-al-dispatch-….
+module appIdentities 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = [for app in apps: {
+  name: 'identity-${app.service}'
   scope: rg
   params: {
-    name: 'id-al-${resourceToken}'
+    name: 'id-al-${app.service}-${resourceToken}'
     location: location
-    tags: tags
+    tags: union(tags, { 'al-stage': app.stage })
   }
+}]
+
+// Each app's identity by its service name (apps order: collector 0, selector 1, labels 2, dispatch 3).
+var principals = {
+  collector: appIdentities[0].outputs.principalId
+  selector: appIdentities[1].outputs.principalId
+  labels: appIdentities[2].outputs.principalId
+  dispatch: appIdentities[3].outputs.principalId
+}
+var clientIds = {
+  collector: appIdentities[0].outputs.clientId
+  selector: appIdentities[1].outputs.clientId
+  labels: appIdentities[2].outputs.clientId
+  dispatch: appIdentities[3].outputs.clientId
 }
 
 // The training compute cluster's own identity: it only reads the loop's items and manifests (Storage Blob
@@ -242,6 +281,8 @@ module logAnalytics 'br/public:avm/res/operational-insights/workspace:0.11.1' = 
     location: location
     tags: tags
     dataRetention: 30
+    // The workspace's own audit (who queried what) into itself.
+    diagnosticSettings: [{ useThisWorkspace: true }]
   }
 }
 
@@ -253,7 +294,7 @@ module appInsights 'modules/appinsights.bicep' = {
     location: location
     tags: tags
     workspaceResourceId: logAnalytics.outputs.resourceId
-    appPrincipalId: identity.outputs.principalId
+    appPrincipalIds: [principals.collector, principals.selector, principals.labels, principals.dispatch]
   }
 }
 
@@ -264,8 +305,9 @@ module storage 'modules/storage.bicep' = {
     name: 'stal${resourceToken}'
     location: location
     tags: tags
-    containers: concat(map(items(containerNames), c => c.value), deploymentContainers)
-    queues: map(items(queueNames), q => q.value)
+    containers: loopContainers
+    queues: loopQueues
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
   }
 }
 
@@ -274,7 +316,7 @@ module aml 'modules/aml-access.bicep' = if (useAml) {
   scope: resourceGroup(amlSubscriptionId, useAml ? amlResourceGroup : rg.name)
   params: {
     workspaceName: amlWorkspace
-    appPrincipalId: identity.outputs.principalId
+    dispatchPrincipalId: principals.dispatch
     storageAccountName: storage.outputs.name
     itemsContainer: containerNames.items
     itemsDatastoreName: amlItemsDatastore
@@ -286,14 +328,46 @@ module aml 'modules/aml-access.bicep' = if (useAml) {
   }
 }
 
+// --- who may do what on the loop's account: one grant per line, container or queue scope --------------------
+// Read from the code: shared/backends.py (which port reads which container setting) and functions/*/wiring.py
+// (which stage takes which port). BlobObjectStore creates a container on first use, which Storage Blob Data
+// Contributor and Owner allow on their own container; QueueRetrainRequests creates the retrain queue and the
+// retrain-state container on first use, hence Queue Data Contributor (not Message Sender: no queues/write).
+var loopBlobGrants = [
+  { app: 'collector', role: 'Storage Blob Data Contributor', container: containerNames.items } // CollectService: inline items
+  { app: 'collector', role: 'Storage Blob Data Contributor', container: containerNames.landing } // IngestService: landed batches
+  { app: 'selector', role: 'Storage Blob Data Reader', container: containerNames.items } // hand-off: reads the item it copies
+  { app: 'selector', role: 'Storage Blob Data Contributor', container: containerNames.selectionLock } // BlobLeaseLock
+  { app: 'labels', role: 'Storage Blob Data Contributor', container: containerNames.retrainState } // watermarks
+  { app: 'labels', role: 'Storage Blob Data Contributor', container: containerNames.quarantine } // Label Studio refusal reports
+  { app: 'dispatch', role: 'Storage Blob Data Contributor', container: containerNames.manifests } // prepare: the manifest
+  { app: 'dispatch', role: 'Storage Blob Data Contributor', container: containerNames.outcomes } // the retrain outcome
+]
+// The exports container when it is this account's (else exports-roles.bicep grants the same in the other account).
+var loopExportsGrants = [
+  { app: 'labels', role: 'Storage Blob Data Owner', container: containerNames.exports } // the blob trigger; reports, moves
+]
+var loopQueueGrants = [
+  { app: 'labels', role: 'Storage Queue Data Contributor', queue: queueNames.retrain } // sends (and creates) requests
+  { app: 'dispatch', role: 'Storage Queue Data Reader', queue: queueNames.retrain } // queue trigger: peek, length
+  { app: 'dispatch', role: 'Storage Queue Data Message Processor', queue: queueNames.retrain } // receive, delete
+  { app: 'dispatch', role: 'Storage Queue Data Contributor', queue: queueNames.retrainPoison } // the host moves poison here
+]
+var loopExportsQueueGrants = [
+  { app: 'labels', role: 'Storage Queue Data Contributor', queue: queueNames.blobTriggerPoison } // the blob trigger's poison
+]
+
 module storageRoles 'modules/storage-roles.bicep' = {
   name: 'storageRoles'
   scope: rg
   params: {
     storageAccountName: storage.outputs.name
-    appPrincipalId: identity.outputs.principalId
+    principals: principals
+    blobGrants: concat(loopBlobGrants, externalExports ? [] : loopExportsGrants)
+    queueGrants: concat(loopQueueGrants, externalExports ? [] : loopExportsQueueGrants)
     workspacePrincipalId: useAml ? aml.outputs.workspacePrincipalId : ''
     computePrincipalId: useAml ? computeIdentity.outputs.principalId : ''
+    trainingContainers: [containerNames.items, containerNames.manifests]
   }
 }
 
@@ -304,8 +378,10 @@ module exportsRoles 'modules/exports-roles.bicep' = if (externalExports) {
   scope: resourceGroup(exportsSubscriptionId, exportsResourceGroup)
   params: {
     storageAccountName: exportsStorageAccountName
-    appPrincipalId: identity.outputs.principalId
+    labelsPrincipalId: principals.labels
+    exportsContainer: exportsContainer
     quarantineContainer: containerNames.quarantine
+    poisonQueue: queueNames.blobTriggerPoison
   }
 }
 
@@ -321,6 +397,7 @@ module exportsTopic 'modules/exports-topic.bicep' = {
     systemTopicName: 'evgt-al-exports-${resourceToken}'
     existingSystemTopicName: exportsSystemTopicName
     tags: tags
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
   }
 }
 
@@ -334,7 +411,8 @@ module adx 'modules/adx.bicep' = {
     tags: tags
     skuName: adxSkuName
     skuTier: adxSkuTier
-    appClientId: identity.outputs.clientId
+    appClientIds: [clientIds.collector, clientIds.selector, clientIds.labels, clientIds.dispatch]
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
   }
 }
 
@@ -345,8 +423,12 @@ module keyVault 'modules/keyvault.bicep' = {
     name: 'kv-al-${resourceToken}'
     location: location
     tags: tags
-    appPrincipalId: identity.outputs.principalId
+    // Secret scope: the Label Studio token for the selector and label apps, the GitHub token for the dispatch app.
+    labelStudioTokenReaders: [principals.selector, principals.labels]
+    githubTokenReader: principals.dispatch
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
     githubToken: githubToken
+    githubTokenExpiresOn: githubTokenExpiresOn
     labelStudioSecretKey: labelStudioSecretKey
     postgresAdminPassword: postgresAdminPassword
     labelStudioPassword: labelStudioPassword
@@ -372,6 +454,7 @@ module postgres 'modules/postgres.bicep' = {
     skuTier: postgresSkuTier
     serverVersion: postgresVersion
     storageSizeGB: postgresStorageSizeGB
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
   }
 }
 
@@ -398,7 +481,7 @@ module labelStudio 'modules/labelstudio.bicep' = {
   // (after keyVault through secretUris: its identity can read the secrets before the first revision starts)
 }
 
-// The selector writes the items under labeling here (its identity: Storage Blob Data Contributor on the
+// The selector writes the items under labeling here (its own identity: Storage Blob Data Contributor on the
 // container); Label Studio reads them with the account key, which goes into Key Vault.
 module labelingStorage 'modules/labeling-storage.bicep' = {
   name: 'labelingStorage'
@@ -409,16 +492,15 @@ module labelingStorage 'modules/labeling-storage.bicep' = {
     tags: tags
     containerName: labelingContainer
     retentionDays: labelingRetentionDays
-    selectorPrincipalId: identity.outputs.principalId // the selector's identity (shared by the four apps today)
+    selectorPrincipalId: principals.selector
     keyVaultName: keyVault.outputs.name
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
   }
 }
 
 // --- app settings: what each stage reads (shared/settings.py, AL_<FIELD>) ---------------------------
-var identityConnection = {
-  credential: 'managedidentity'
-  clientId: identity.outputs.clientId
-}
+// Identity-based trigger connections sign in as the app's own identity (its client id, like AZURE_CLIENT_ID).
+var identityCredential = 'managedidentity'
 var exportsBlobUri = externalExports ? exportsRoles.outputs.blobEndpoint : storage.outputs.blobEndpoint
 var exportsQueueUri = externalExports ? exportsRoles.outputs.queueEndpoint : storage.outputs.queueEndpoint
 
@@ -507,13 +589,16 @@ var selectorSettings = union(itemHostSettings, labelStudioSettings, {
   labelsTotal > 0 ? { AL_LABELS_TOTAL: string(labelsTotal) } : {},
   !empty(stopUncertaintyBelow) ? { AL_STOP_UNCERTAINTY_BELOW: stopUncertaintyBelow } : {})
 
-var labelsSettings = union(retrainQueueSettings, classSettings, labelStudioSettings, {
+var labelsSettings = union(itemHostSettings, retrainQueueSettings, classSettings, labelStudioSettings, {
+  // An export names its items by the selector's labeling copies (<labeling container>/<batch>/<item>) or by their
+  // https URIs on these hosts: the label stage maps either back to the item (shared/services/labels.py).
+  AL_LABELING_CONTAINER: labelingContainer
   // The blob trigger's connection (identity-based): the account the exports land in, which the Event Grid
   // system topic watches (AL_EXPORTS_STORAGE, the connection functions/label_export_trigger names).
   AL_EXPORTS_STORAGE__blobServiceUri: exportsBlobUri
   AL_EXPORTS_STORAGE__queueServiceUri: exportsQueueUri
-  AL_EXPORTS_STORAGE__credential: identityConnection.credential
-  AL_EXPORTS_STORAGE__clientId: identityConnection.clientId
+  AL_EXPORTS_STORAGE__credential: identityCredential
+  AL_EXPORTS_STORAGE__clientId: clientIds.labels
   // Flex Consumption runs the Blob trigger only with the Event Grid source (`func start` with Azurite polls:
   // LogsAndContainerScan in local.settings.json.example).
   AL_BLOB_TRIGGER_SOURCE: 'EventGrid'
@@ -533,8 +618,8 @@ var labelsSettings = union(retrainQueueSettings, classSettings, labelStudioSetti
 var dispatchSettings = union(retrainQueueSettings, amlWorkspaceSettings, classSettings, {
   // The retrain queue trigger's connection (identity-based).
   AL_STORAGE__queueServiceUri: storage.outputs.queueEndpoint
-  AL_STORAGE__credential: identityConnection.credential
-  AL_STORAGE__clientId: identityConnection.clientId
+  AL_STORAGE__credential: identityCredential
+  AL_STORAGE__clientId: clientIds.dispatch
   AL_GATE_METRIC: gateMetric
   AL_GATE_TOLERANCE: gateTolerance
   AL_GITHUB_REPOSITORY: githubRepository
@@ -560,6 +645,20 @@ var stageSettings = {
   github_dispatch: dispatchSettings
 }
 
+// --- inbound: who may call each app ----------------------------------------------------------------
+// The collector: anyone (the Azure ML online endpoint posts scoring results from Microsoft-managed addresses; its
+// route takes a function key). The label app: Event Grid (service tag AzureEventGrid: BlobCreated to its blobs
+// extension) and Label Studio's outbound addresses (the annotation webhook; should they change, the catch-up
+// timer labels_sync still takes every annotation within a minute). The selector and dispatch apps: timer and
+// queue triggers only, no caller. And the operator's adminIpRanges for all three.
+var adminRanges = empty(adminIpRanges) ? [] : split(replace(adminIpRanges, ' ', ''), ',')
+var inbound = {
+  collector: { public: true, serviceTags: [], ipRanges: [] }
+  selector: { public: false, serviceTags: [], ipRanges: adminRanges }
+  labels: { public: false, serviceTags: ['AzureEventGrid'], ipRanges: concat(labelStudio.outputs.outboundIpAddresses, adminRanges) }
+  dispatch: { public: false, serviceTags: [], ipRanges: adminRanges }
+}
+
 module functionApps 'modules/functionapp.bicep' = [for (app, i) in apps: {
   name: 'app-${app.service}'
   scope: rg
@@ -569,12 +668,21 @@ module functionApps 'modules/functionapp.bicep' = [for (app, i) in apps: {
     tags: tags
     stage: app.stage
     azdServiceName: app.service
-    identityId: identity.outputs.resourceId
-    identityClientId: identity.outputs.clientId
-    storageAccountName: storage.outputs.name
+    // The app's own identity, everywhere it signs in (AZURE_CLIENT_ID, AzureWebJobsStorage__clientId, ...).
+    identityId: appIdentities[i].outputs.resourceId
+    identityClientId: appIdentities[i].outputs.clientId
+    identityPrincipalId: appIdentities[i].outputs.principalId
+    // Its own host storage account: st<service><token> (at most 24 characters).
+    hostStorageName: take('st${app.service}${resourceToken}', 24)
     deploymentContainerName: deploymentContainers[i]
+    durableTaskHub: app.stage == 'github_dispatch'
+    blobTrigger: app.stage == 'label_export_trigger'
     applicationInsightsConnectionString: appInsights.outputs.connectionString
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
     appSettings: union(commonSettings, stageSettings[app.stage], { AL_STAGES: app.stage })
+    publicInbound: inbound[app.service].public
+    allowedServiceTags: inbound[app.service].serviceTags
+    allowedIpRanges: inbound[app.service].ipRanges
   }
   dependsOn: [storageRoles, keyVault, adx]
 }]
@@ -582,7 +690,12 @@ module functionApps 'modules/functionapp.bicep' = [for (app, i) in apps: {
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_CLIENT_ID string = identity.outputs.clientId
+// Each app's identity (client id), as its AZURE_CLIENT_ID app setting has it. (No AZURE_CLIENT_ID output: there is
+// no one apps' identity any more, and azd env values are exported into the shell of step 6.)
+output COLLECTOR_CLIENT_ID string = clientIds.collector
+output SELECTOR_CLIENT_ID string = clientIds.selector
+output LABELS_CLIENT_ID string = clientIds.labels
+output DISPATCH_CLIENT_ID string = clientIds.dispatch
 output AL_STORAGE_ACCOUNT_URL string = storage.outputs.blobEndpoint
 output AL_ADX_CLUSTER_URI string = adx.outputs.clusterUri
 output AL_ADX_INGEST_URI string = adx.outputs.ingestUri
@@ -594,7 +707,7 @@ output AL_AML_RESOURCE_GROUP string = amlResourceGroup
 output AL_AML_WORKSPACE string = amlWorkspace
 output AL_AML_ENDPOINT string = amlEndpoint
 output AL_AML_DEPLOYMENT string = amlDeployment
-// The training workflow's identity: the repository secret AZURE_CLIENT_ID (not the apps' AZURE_CLIENT_ID above).
+// The training workflow's identity: the repository secret AZURE_CLIENT_ID (not one of the apps' identities above).
 output GITHUB_AZURE_CLIENT_ID string = useAml && !empty(githubRepository) ? githubIdentity.outputs.clientId : ''
 output KEY_VAULT_NAME string = keyVault.outputs.name
 output APPLICATIONINSIGHTS_NAME string = appInsights.outputs.name

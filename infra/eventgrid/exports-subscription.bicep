@@ -24,7 +24,11 @@ param functionName string = 'labels_export'
 
 @description('What the trigger watches (AL_EXPORTS_CONTAINER, AL_EXPORTS_PREFIX).')
 param exportsContainer string
-param exportsPrefix string = ''
+// Never the whole container (issue 20, item 4): the label stage quarantines, and so deletes, what it cannot read
+// under the watched folder, so the filter names a folder of the loop's own exports, e.g. 'labeling/exports/'.
+@minLength(1)
+@description('The folder under the container, ending with \'/\' (main.bicep output AL_EXPORTS_PREFIX); required, never empty.')
+param exportsPrefix string
 
 param subscriptionName string = 'al-labels-export'
 

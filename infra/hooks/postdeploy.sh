@@ -37,6 +37,15 @@ topic_sub=$(value EXPORTS_SYSTEM_TOPIC_SUBSCRIPTION_ID)
 container=$(value AL_EXPORTS_CONTAINER)
 prefix=$(value AL_EXPORTS_PREFIX)
 require app app_rg app_sub topic topic_rg topic_sub container
+# Never the whole container (issue 20, item 4): the label stage quarantines (copies, then deletes) what it cannot
+# read under the watched folder, so the Event Grid filter must name a folder. main.bicep requires one too.
+case "$prefix" in
+  "") echo "postdeploy: AL_EXPORTS_PREFIX is empty: the Event Grid filter would cover the whole container $container; set EXPORTS_PREFIX (default labeling/exports/) and run 'azd provision'" >&2
+      exit 1 ;;
+  */) ;;
+  *) echo "postdeploy: AL_EXPORTS_PREFIX ($prefix) is not a folder: it must end with /" >&2
+     exit 1 ;;
+esac
 
 # --- 1. the Label Studio project (once) ------------------------------------------------------------------------
 project=$(value LABEL_STUDIO_PROJECT_ID)

@@ -1,5 +1,10 @@
 // Azure Data Explorer: the cluster, the loop's database, its schema (infra/adx/*.kql, applied in order
-// by database script resources) and the apps' identity as Ingestor and Viewer of that database.
+// by database script resources) and each app's own identity as Ingestor and Viewer of that database.
+//
+// Network: public endpoint (publicNetworkAccess Enabled). The four Flex Consumption apps query and ingest
+// without virtual network integration, from no fixed address, and so do `al bootstrap` and `al labeling setup`
+// on the deployer's machine; a private endpoint would need the apps in a virtual network. Every request is
+// Entra ID-authenticated and the apps hold database roles only (no Admin).
 
 param clusterName string
 param databaseName string
@@ -11,8 +16,11 @@ param skuName string = 'Dev(No SLA)_Standard_E2a_v4'
 param skuTier string = 'Basic'
 param skuCapacity int = 1
 
-@description('Application (client) id of the function apps\' user-assigned identity.')
-param appClientId string
+@description('Application (client) ids of the four apps\' identities: each is the database\'s Ingestor and Viewer.')
+param appClientIds array
+
+@description('Log Analytics workspace the cluster\'s diagnostic settings send to.')
+param logAnalyticsWorkspaceId string
 
 resource cluster 'Microsoft.Kusto/clusters@2023-08-15' = {
   name: clusterName
@@ -24,7 +32,26 @@ resource cluster 'Microsoft.Kusto/clusters@2023-08-15' = {
     // the collector streams too when AL_ADX_STREAMING=true.
     enableStreamingIngest: true
     enableAutoStop: false
+    // Encryption at rest of the cluster's disks (Azure Disk Encryption or encryption at host by SKU) with
+    // Microsoft-managed keys. Double (infrastructure) encryption can be chosen only when a cluster is created:
+    // not set here (infra/checkov-baseline.yaml).
+    enableDiskEncryption: true
     publicNetworkAccess: 'Enabled'
+  }
+}
+
+// Ingestion results (successes, failures, batching), commands, queries and table usage, and the metrics.
+resource clusterLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  scope: cluster
+  name: 'to-log-analytics'
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { categoryGroup: 'allLogs', enabled: true }
+    ]
+    metrics: [
+      { category: 'AllMetrics', enabled: true }
+    ]
   }
 }
 
@@ -106,10 +133,15 @@ resource latestPredictions 'Microsoft.Kusto/clusters/databases/scripts@2023-08-1
   dependsOn: [selectorStreaming]
 }
 
-// Least privilege: Ingestor (queued and streaming ingestion) and Viewer (selection and catalog
-// queries); no Admin. The service applies principal assignments on one database one at a time,
-// hence the chain.
-resource ingestor 'Microsoft.Kusto/clusters/databases/principalAssignments@2023-08-15' = {
+// Least privilege: each app is Ingestor (queued and streaming ingestion: predictions, selections, labels, model
+// versions) and Viewer (selection, catalog and label queries) of this database, the narrowest scope the
+// principal assignments API has (database; table-level roles exist only as Kusto commands); no Admin. Every
+// stage both writes and reads: the collector ingests predictions and reads the model catalog, the selector
+// reads candidates and streams its selections, the label app streams labels and reads the serving version,
+// the dispatch app reads labels and streams model versions. The service applies principal assignments on one
+// database one at a time, hence batch size 1 and the chain.
+@batchSize(1)
+resource ingestor 'Microsoft.Kusto/clusters/databases/principalAssignments@2023-08-15' = [for appClientId in appClientIds: {
   parent: database
   name: guid(database.id, appClientId, 'Ingestor')
   properties: {
@@ -119,9 +151,10 @@ resource ingestor 'Microsoft.Kusto/clusters/databases/principalAssignments@2023-
     tenantId: tenant().tenantId
   }
   dependsOn: [latestPredictions]
-}
+}]
 
-resource viewer 'Microsoft.Kusto/clusters/databases/principalAssignments@2023-08-15' = {
+@batchSize(1)
+resource viewer 'Microsoft.Kusto/clusters/databases/principalAssignments@2023-08-15' = [for appClientId in appClientIds: {
   parent: database
   name: guid(database.id, appClientId, 'Viewer')
   properties: {
@@ -131,7 +164,7 @@ resource viewer 'Microsoft.Kusto/clusters/databases/principalAssignments@2023-08
     tenantId: tenant().tenantId
   }
   dependsOn: [ingestor]
-}
+}]
 
 output clusterUri string = cluster.properties.uri
 output ingestUri string = cluster.properties.dataIngestionUri

@@ -1,15 +1,17 @@
 // Access to the existing Azure ML workspace (deployed into the workspace's resource group):
-// - the apps' identity as AzureML Data Scientist (submit and read jobs, register models, update the
-//   online endpoint's deployment; it cannot create compute or change the workspace);
+// - the dispatch app's identity (the only app that trains and deploys) as AzureML Data Scientist on the
+//   workspace, the narrowest scope for Azure ML roles (submit and read jobs, register data assets and models,
+//   update the online endpoint's deployment; it cannot create compute or change the workspace);
 // - an identity-based datastore on the loop's items container, so that training reads items by datastore URI
 //   (labeling is Label Studio's, outside the workspace: no labeling datastore);
 // - the training compute cluster training/job.yml runs on: scales to zero, runs as its own user-assigned
-//   identity, which reads the items datastore and the manifests (Storage Blob Data Reader on the loop's
-//   account, storage-roles.bicep): the datastore holds no credential, so the job reads with that identity;
+//   identity, which reads the items datastore and the manifests (Storage Blob Data Reader on those two
+//   containers, storage-roles.bicep): the datastore holds no credential, so the job reads with that identity;
 // - AzureML Data Scientist for the training workflow's identity (GitHub OIDC, github-identity.bicep).
 
 param workspaceName string
-param appPrincipalId string
+@description('Principal id of the dispatch app\'s identity.')
+param dispatchPrincipalId string
 
 @description('Loop storage account and container the items datastore points at.')
 param storageAccountName string
@@ -36,9 +38,9 @@ var azureMLDataScientist = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
 
 resource dataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: workspace
-  name: guid(workspace.id, appPrincipalId, azureMLDataScientist)
+  name: guid(workspace.id, dispatchPrincipalId, azureMLDataScientist)
   properties: {
-    principalId: appPrincipalId
+    principalId: dispatchPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', azureMLDataScientist)
   }

@@ -1,11 +1,13 @@
-// Application Insights on the Log Analytics workspace, with local (key) authentication off: the apps
-// send telemetry with their identity, which therefore needs Monitoring Metrics Publisher here.
+// Application Insights on the Log Analytics workspace, with local (key) authentication off: each app
+// sends telemetry with its own identity, which therefore needs Monitoring Metrics Publisher here (on this
+// component only). Workspace-based: its data already lands in the workspace, so it has no diagnostic setting.
 
 param name string
 param location string
 param tags object = {}
 param workspaceResourceId string
-param appPrincipalId string
+@description('Principal ids of the four apps\' identities.')
+param appPrincipalIds array
 
 resource component 'Microsoft.Insights/components@2020-02-02' = {
   name: name
@@ -22,7 +24,7 @@ resource component 'Microsoft.Insights/components@2020-02-02' = {
 
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
-resource publisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+resource publisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for appPrincipalId in appPrincipalIds: {
   scope: component
   name: guid(component.id, appPrincipalId, monitoringMetricsPublisher)
   properties: {
@@ -30,7 +32,7 @@ resource publisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
   }
-}
+}]
 
 output name string = component.name
 // Not a secret: it names the resource and ingestion endpoint; with local auth off it grants nothing.

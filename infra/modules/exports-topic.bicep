@@ -10,6 +10,8 @@ param systemTopicName string
 @description('A system topic that already exists on the account; empty: create systemTopicName.')
 param existingSystemTopicName string = ''
 param tags object = {}
+@description('Log Analytics workspace the created topic\'s diagnostic settings send to.')
+param logAnalyticsWorkspaceId string
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -22,6 +24,22 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = if (empty(existin
   properties: {
     source: account.id
     topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+// Delivery failures to the label app's webhook (DeliveryFailures) and the topic's metrics (published, matched,
+// delivered, dead-lettered events). Only on the topic created here: an existing one is someone else's.
+resource topicLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (empty(existingSystemTopicName)) {
+  scope: topic
+  name: 'to-log-analytics'
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { categoryGroup: 'allLogs', enabled: true }
+    ]
+    metrics: [
+      { category: 'AllMetrics', enabled: true }
+    ]
   }
 }
 

@@ -4,20 +4,42 @@
 //   administrator password, the loop's service user's password and API token (the token is also the selector
 //   and label apps' AL_LABEL_STUDIO_TOKEN);
 // - labeling-storage-key, the labeling account's key (written by labeling-storage.bicep).
-// The function apps' AL_* references are resolved by the platform with the apps' user-assigned identity, which
-// may only read secrets (Key Vault Secrets User). Label Studio's container app reads its four secrets with its
-// own identity, granted on those four secrets only.
+// Every reader is granted Key Vault Secrets User on the secrets it reads only (secret scope), never the vault:
+// the selector and label apps the Label Studio token, the dispatch app the GitHub token (their Key Vault
+// references resolve with each app's own identity), Label Studio's container app its four secrets. The
+// collector reads nothing here. Only the deployer reads at vault scope (azd reads the generated secrets back).
+//
+// Purge protection is on: a deleted vault (and its secrets) stays recoverable for softDeleteRetentionInDays and
+// nobody can purge it before (`azd down --purge` included; docs/deploy.md, Tear down).
+// Network: public endpoint, default action Allow (infra/checkov-baseline.yaml): App Service and Container Apps
+// resolve Key Vault references over the public endpoint when neither runs in a virtual network (Microsoft's
+// Key Vault references page: a restricted vault must accept traffic from the app's virtual network; the apps'
+// outbound addresses are not fixed), and azd and the postdeploy hook read secrets from the deployer's machine.
 
 param name string
 param location string
 param tags object = {}
-param appPrincipalId string
+
+@description('Principal ids of the apps that read the Label Studio token (the selector and label apps): secret scope.')
+param labelStudioTokenReaders array
+
+@description('Principal id of the app that reads the GitHub token (the dispatch app): secret scope.')
+param githubTokenReader string
+
+@description('Log Analytics workspace the vault\'s audit log (AuditEvent) goes to.')
+param logAnalyticsWorkspaceId string
 
 @secure()
 @description('GitHub token with actions:write on the training repository; empty: set the secret later.')
 param githubToken string = ''
 
 param secretName string = 'github-token'
+
+@description('When the GitHub token expires (ISO 8601, e.g. 2026-12-31T00:00:00Z), the secret\'s expiry; empty: a year after this deployment.')
+param githubTokenExpiresOn string = ''
+
+@description('Now, for expiries relative to this deployment (a parameter because utcNow() is allowed only there).')
+param now string = utcNow()
 
 @secure()
 @description('Label Studio\'s Django SECRET_KEY (signs sessions and tokens).')
@@ -65,15 +87,42 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
+    enablePurgeProtection: true
     publicNetworkAccess: 'Enabled'
+    networkAcls: { defaultAction: 'Allow', bypass: 'AzureServices' }
   }
 }
 
-// Created only when a token is given: an empty secret would overwrite one set by hand.
+// The audit log: every secret read (AuditEvent, with the caller's identity), and the vault's metrics.
+resource vaultLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  scope: vault
+  name: 'to-log-analytics'
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { categoryGroup: 'allLogs', enabled: true }
+    ]
+    metrics: [
+      { category: 'AllMetrics', enabled: true }
+    ]
+  }
+}
+
+// Created only when a token is given (an empty secret would only hide the missing token): the dispatch app's
+// role is assigned on this secret, so the token reaches Key Vault through the deployment (AL_GITHUB_TOKEN), on
+// every provision that has it. Its expiry is the token's own (githubTokenExpiresOn), else a year from now. Key
+// Vault can refuse to serve an expired secret (403 SecretExpired): the dispatch app then refuses to start naming
+// AL_GITHUB_TOKEN (an unresolved reference), instead of GitHub answering 401 at the next retraining.
+var githubTokenExpiry = empty(githubTokenExpiresOn) ? dateTimeAdd(now, 'P1Y') : githubTokenExpiresOn
+
 resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(githubToken)) {
   parent: vault
   name: secretName
-  properties: { value: githubToken, contentType: 'GitHub token (actions:write)' }
+  properties: {
+    value: githubToken
+    contentType: 'GitHub token (actions:write)'
+    attributes: { exp: dateTimeToEpoch(githubTokenExpiry) }
+  }
 }
 
 // Written on every provision with the same values (azd reads them back, main.parameters.json), so a
@@ -92,11 +141,24 @@ resource labelStudioSecrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [fo
 
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 
-resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: vault
-  name: guid(vault.id, appPrincipalId, keyVaultSecretsUser)
+// Secret scope: the selector and label apps read the Label Studio token (label-studio-token, index 3 of
+// labelStudioSecretOrder) and nothing else here.
+resource tokenReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for reader in labelStudioTokenReaders: {
+  scope: labelStudioSecrets[3]
+  name: guid(vault.id, labelStudioSecretNames.token, reader, keyVaultSecretsUser)
   properties: {
-    principalId: appPrincipalId
+    principalId: reader
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+  }
+}]
+
+// Secret scope: the dispatch app reads the GitHub token only (once the deployment wrote it).
+resource githubTokenReaderAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(githubToken)) {
+  scope: secret
+  name: guid(vault.id, secretName, githubTokenReader, keyVaultSecretsUser)
+  properties: {
+    principalId: githubTokenReader
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
   }

@@ -9,9 +9,15 @@
 // Label Studio runs the storage in proxy mode (presign=false, set by `al labeling setup`): it streams the
 // bytes to the labeler's browser itself, so the account needs no CORS rule and no public blob access.
 //
-// The selector writes the copies with its managed identity: Storage Blob Data Contributor on the container
-// only. The account key goes into Key Vault (secret keySecretName) for `al labeling setup`, which creates
-// Label Studio's storage connection over its API; it is never an output or an app setting.
+// The selector writes the copies with its own managed identity: Storage Blob Data Contributor on the container
+// only; no other app has a role here. The account key goes into Key Vault (secret keySecretName) for
+// `al labeling setup`, which creates Label Studio's storage connection over its API; it is never an output or an
+// app setting.
+//
+// Network: public endpoint, default action Allow (infra/checkov-baseline.yaml). Its two clients cannot be named
+// in a firewall rule: the selector (Flex Consumption without virtual network integration) and Label Studio (a
+// Container Apps environment without its own virtual network) reach it from no fixed address, and neither is a
+// service the storage firewall trusts.
 
 @description('Storage account name (3-24 lowercase letters and digits).')
 param name string
@@ -31,6 +37,12 @@ param selectorPrincipalId string
 @description('The vault the account key is stored in, and the secret\'s name.')
 param keyVaultName string
 param keySecretName string = 'labeling-storage-key'
+
+@description('Log Analytics workspace the diagnostic settings send to.')
+param logAnalyticsWorkspaceId string
+
+@description('Now, for the key secret\'s expiry (a parameter because utcNow() is allowed only there).')
+param now string = utcNow()
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -63,6 +75,29 @@ resource container 'Microsoft.Storage/storageAccounts/blobServices/containers@20
   parent: blobService
   name: containerName
   properties: { publicAccess: 'None' }
+}
+
+// Audit logs (StorageRead, StorageWrite, StorageDelete: every read Label Studio makes with the key) and metrics.
+resource accountMetrics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  scope: account
+  name: 'to-log-analytics'
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    metrics: [
+      { category: 'Transaction', enabled: true }
+    ]
+  }
+}
+
+resource blobLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  scope: blobService
+  name: 'to-log-analytics'
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { categoryGroup: 'allLogs', enabled: true }
+    ]
+  }
 }
 
 // Items under labeling expire: a task still open after retentionDays loses its image in Label Studio (the
@@ -112,13 +147,15 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
 }
 
 // The one storage key any template reads: straight into Key Vault, for `al labeling setup` (which hands it to
-// Label Studio's storage connection). Re-written on every provision, so a rotated key1 follows.
+// Label Studio's storage connection). Re-written on every provision, so a rotated key1 follows; it expires a year
+// after the provision that wrote it (only `al labeling setup`, right after a provision, reads it).
 resource keySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: keySecretName
   properties: {
     value: account.listKeys().keys[0].value
     contentType: 'Storage account key of the labeling account (Label Studio source storage)'
+    attributes: { exp: dateTimeToEpoch(dateTimeAdd(now, 'P1Y')) }
   }
 }
 

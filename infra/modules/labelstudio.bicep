@@ -101,11 +101,10 @@ var env = [
   { name: 'LABEL_STUDIO_USERNAME', value: username }
   { name: 'LABEL_STUDIO_PASSWORD', secretRef: 'user-password' }
   { name: 'LABEL_STUDIO_USER_TOKEN', secretRef: 'user-token' }
-  // Why legacy tokens: the deployment must know the apps' token before Label Studio runs, so that the same Key
-  // Vault secret is both LABEL_STUDIO_USER_TOKEN and the apps' AL_LABEL_STUDIO_TOKEN. Only a legacy token can
-  // be preset (a personal access token is a JWT Label Studio mints in its UI), and Label Studio creates new
-  // organisations with legacy tokens disabled (`Authorization: Token ...` then answers 401) unless this is true
-  // when the organisation is created, at the first start.
+  // Why legacy tokens: the deployment must know the apps' token before Label Studio runs (one Key Vault secret
+  // is LABEL_STUDIO_USER_TOKEN and the apps' AL_LABEL_STUDIO_TOKEN); only a legacy token can be preset, and new
+  // organisations disable them (`Authorization: Token` then answers 401) unless this is true at the first start.
+  // (At most four comment lines in a row inside an array: Checkov's Bicep parser, pycep 0.5, fails on a fifth.)
   { name: 'LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN', value: 'true' }
   // Reporting off: Sentry (backend and browser) is on by default with HumanSignal's DSNs; usage analytics and
   // the version check call home.
@@ -189,4 +188,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
 
 output name string = app.name
 output url string = 'https://${app.properties.configuration.ingress.fqdn}'
+// Where its requests come from (a Consumption environment without its own virtual network; they may change):
+// the label app lets them reach its annotation webhook (main.bicep).
+output outboundIpAddresses array = contains(app.properties, 'outboundIpAddresses') ? app.properties.outboundIpAddresses : []
 output environmentName string = managedEnvironment.name

@@ -21,6 +21,9 @@ param skuTier string = 'Burstable'
 param serverVersion string = '16'
 param storageSizeGB int = 32
 
+@description('Log Analytics workspace the server\'s logs (PostgreSQLLogs, sessions, query store) go to.')
+param logAnalyticsWorkspaceId string
+
 resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
   name: name
   location: location
@@ -65,6 +68,21 @@ resource database 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2024-08-0
   name: databaseName
   properties: { charset: 'UTF8', collation: 'en_US.utf8' }
   dependsOn: [allowAzureServices]
+}
+
+// The server's logs (connections, errors, authentication failures) and metrics.
+resource serverLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  scope: server
+  name: 'to-log-analytics'
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { categoryGroup: 'allLogs', enabled: true }
+    ]
+    metrics: [
+      { category: 'AllMetrics', enabled: true }
+    ]
+  }
 }
 
 output host string = server.properties.fullyQualifiedDomainName

@@ -435,8 +435,12 @@ def test_every_container_and_queue_the_code_names_is_created():
     created_queues = {v.strip("'") for v in object_values(var_expr("queueNames")).values()}
     assert containers <= created_containers, sorted(containers - created_containers)
     assert queues <= created_queues, sorted(queues - created_queues)
-    storage_call = _balanced(main_text(), main_text().index("module storage "))
-    assert "map(items(containerNames)" in storage_call and "map(items(queueNames)" in storage_call
+    storage_call = module_call("storage")
+    # for-expressions, not lambdas: Checkov's Bicep parser (pycep 0.5) skips a template with a lambda (item 7)
+    assert "containers: loopContainers" in storage_call and "queues: loopQueues" in storage_call
+    assert var_expr("loopContainers") == "[for c in items(containerNames): c.value]"
+    assert var_expr("loopQueues") == "[for q in items(queueNames): q.value]"
+    assert "=>" not in main_text()
     storage = (MODULES / "storage.bicep").read_text()
     assert re.search(r"containers@[\d-]+' = \[for c in containers:", storage)
     assert re.search(r"queues@[\d-]+' = \[for q in queues:", storage)
@@ -445,6 +449,11 @@ def test_every_container_and_queue_the_code_names_is_created():
 def test_every_flex_app_has_its_deployment_container():
     assert "var deploymentContainers = [for app in apps: 'deploy-${app.service}']" in main_text()
     assert "deploymentContainerName: deploymentContainers[i]" in main_text()
+    app = _strip_comments((MODULES / "functionapp.bicep").read_text())
+    # in the app's own host storage account, which the package is deployed from
+    assert re.search(r"resource deploymentContainer '[^']+/containers@[\d-]+' = \{\s*parent: hostBlobs\s*"
+                     r"name: deploymentContainerName", app)
+    assert "value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainerName}'" in app
 
 
 # -- Azure Data Explorer --------------------------------------------------------------------------------
@@ -537,12 +546,38 @@ def test_role_assignments_go_to_the_apps_identity_as_a_service_principal():
     assert parameters["principalId"] == {"value": "${AZURE_PRINCIPAL_ID}"}
 
 
-def test_the_apps_run_as_the_one_user_assigned_identity():
-    app = (MODULES / "functionapp.bicep").read_text()
+def test_each_app_runs_as_its_own_user_assigned_identity():
+    """Issue 20, item 6: one identity per app, and every client id an app signs in with is its own."""
+    app = _strip_comments((MODULES / "functionapp.bicep").read_text())
     assert "type: 'UserAssigned'" in app
-    assert re.search(r"\bAZURE_CLIENT_ID: identityClientId", app)  # DefaultAzureCredential picks it
     assert "sku: { name: 'FC1', tier: 'FlexConsumption' }" in app
     assert "runtime: { name: 'python', version: pythonVersion }" in app
+    # inside the module, every sign-in is the one identity it is given
+    for needle in ("userAssignedIdentities: { '${identityId}': {} }", "keyVaultReferenceIdentity: identityId",
+                   "userAssignedIdentityResourceId: identityId", "AzureWebJobsStorage__clientId: identityClientId",
+                   "APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'"):
+        assert needle in app, needle
+    assert re.search(r"\bAZURE_CLIENT_ID: identityClientId", app)  # DefaultAzureCredential picks it
+    # main.bicep: one identity per app, passed to that app
+    ids = module_call("appIdentities")
+    assert "user-assigned-identity" in ids and "= [for app in apps: {" in ids
+    assert "name: 'id-al-${app.service}-${resourceToken}'" in ids
+    assert not re.search(r"(?m)^module identity ", main_text()) and "identity.outputs" not in main_text()
+    call = module_call("functionApps")
+    for key, output in (("identityId", "resourceId"), ("identityClientId", "clientId"),
+                        ("identityPrincipalId", "principalId")):
+        assert f"{key}: appIdentities[i].outputs.{output}" in call, key
+    services = [service for service, _ in app_list()]
+    for var, output in (("principals", "principalId"), ("clientIds", "clientId")):
+        table = object_values(var_expr(var))
+        assert table == {s: f"appIdentities[{i}].outputs.{output}" for i, s in enumerate(services)}, var
+    # the trigger connections' client ids: the app's own
+    for service, stage in app_list():
+        for name, value in app_settings_of(stage).items():
+            if name.endswith("__clientId"):
+                assert value == f"clientIds.{service}", (stage, name, value)
+    assert {"AL_EXPORTS_STORAGE__clientId"} <= set(app_settings_of("label_export_trigger"))
+    assert {"AL_STORAGE__clientId"} <= set(app_settings_of("github_dispatch"))
 
 
 # -- azd, parameters, local settings -------------------------------------------------------------------
@@ -618,8 +653,13 @@ def module_call(symbol: str) -> str:
     """The text of ``module <symbol> '...' = ... { ... }`` in main.bicep."""
     m = re.search(rf"(?m)^module {symbol} '[^']+' = ", main_text())
     assert m, f"module {symbol} not in main.bicep"
-    end = main_text().index("\n}\n", m.end())
-    return main_text()[m.start():end + 2]
+    end = re.compile(r"\n\}\]?\n").search(main_text(), m.end())  # a module, or a module loop's `}]`
+    return main_text()[m.start():end.end() - 1]
+
+
+def app_list() -> list[tuple[str, str]]:
+    """(azd service, stage) of the four apps, in main.bicep's order (that of appIdentities and functionApps)."""
+    return re.findall(r"\{ service: '(\w+)', stage: '(\w+)' \}", main_text())
 
 
 def outputs() -> dict[str, str]:
@@ -856,9 +896,12 @@ def test_the_compute_identity_reads_the_loops_items_and_manifests():
     roles = _strip_comments((MODULES / "storage-roles.bicep").read_text())
     reader = re.search(r"(?s)resource computeReader 'Microsoft\.Authorization/roleAssignments@[\d-]+' = .*?\n\}", roles)
     assert reader, "no role for the compute identity"
-    assert "scope: account" in reader.group(0) and "principalId: computePrincipalId" in reader.group(0)
-    assert "roles.storageBlobDataReader" in reader.group(0)
-    assert "storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'" in roles
+    # container scope: the items (the datastore) and the manifests, nothing else on the account
+    body = reader.group(0)
+    assert "scope: trainingReadContainers[i]" in body and "principalId: computePrincipalId" in body
+    assert "storageBlobDataReader" in reader.group(0) and "scope: account" not in roles
+    assert "'Storage Blob Data Reader': '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'" in roles
+    assert "trainingContainers: [containerNames.items, containerNames.manifests]" in module_call("storageRoles")
     # both live in that account: the items datastore and the manifests the dispatch stage writes
     assert {"items", "manifests"} <= {v.strip("'") for v in object_values(var_expr("containerNames")).values()}
 
@@ -905,11 +948,16 @@ def test_only_the_dispatch_app_reaches_the_workspace():
             assert name not in app_settings_of(stage), (name, stage)
 
 
-def test_the_apps_identity_is_ingestor_and_viewer_of_the_adx_database():
-    assert "appClientId: identity.outputs.clientId" in module_call("adx")
+def test_each_apps_identity_is_ingestor_and_viewer_of_the_adx_database():
+    assert ("appClientIds: [clientIds.collector, clientIds.selector, clientIds.labels, clientIds.dispatch]"
+            in module_call("adx"))
     adx = (MODULES / "adx.bicep").read_text()
     for role in ("Ingestor", "Viewer"):
         assert re.search(rf"principalId: appClientId\s*principalType: 'App'\s*role: '{role}'", adx), role
+    # one at a time (the service takes one principal change per database at a time)
+    serial = r"@batchSize\(1\)\s*\nresource \w+ 'Microsoft\.Kusto/clusters/databases/principalAssignments@"
+    assert len(re.findall(serial, adx)) == 2
+    assert "[for appClientId in appClientIds:" in adx
 
 
 # setting -> the apps that must have it (the Python side reads them under these names)
@@ -994,7 +1042,8 @@ LABELING_SETTINGS = {
     "AL_LABEL_STUDIO_TIMEOUT_SECONDS": {"selector_timer", "label_export_trigger"},
     # both build the tasks' image references against the labeling account (shared/backends.py labeling_tool)
     "AL_LABELING_ACCOUNT_URL": {"selector_timer", "label_export_trigger"},
-    "AL_LABELING_CONTAINER": {"selector_timer"},
+    # the selector copies into it; the label stage maps an export's rows back to the copies it names
+    "AL_LABELING_CONTAINER": {"selector_timer", "label_export_trigger"},
     "AL_LABEL_SYNC_SCHEDULE": {"label_export_trigger"},
 }
 
@@ -1173,10 +1222,12 @@ def test_the_selectors_role_on_the_labeling_account_is_container_scoped():
     body = assignments[0][1]
     assert "scope: container" in body and "principalId: selectorPrincipalId" in body
     assert "var storageBlobDataContributor = '" + ROLE_IDS["Storage Blob Data Contributor"] + "'" in lab
-    assert "storageBlobDataContributor" in body and "scope: account" not in lab
+    assert "storageBlobDataContributor" in body
+    for _, other in assignments:  # no role on the account itself (its diagnostic settings are on it)
+        assert "scope: account" not in other
     assert re.search(r"resource container 'Microsoft\.Storage/storageAccounts/blobServices/containers@[\d-]+' = \{"
                      r"\s*parent: blobService\s*name: containerName", lab)
-    assert "selectorPrincipalId: identity.outputs.principalId" in module_call("labelingStorage")
+    assert "selectorPrincipalId: principals.selector" in module_call("labelingStorage")  # the selector's own identity
     # the selector writes there, not into the loop's account
     assert app_settings_of("selector_timer")["AL_LABELING_ACCOUNT_URL"] == "labelingStorage.outputs.blobEndpoint"
     assert app_settings_of("selector_timer")["AL_LABELING_CONTAINER"] == "labelingContainer"
@@ -1244,7 +1295,7 @@ echo '{{"project_id": 42, "created": true, "storage_id": 1, "webhook_id": 2}}'
            "SERVICE_SELECTOR_NAME": "func-al-selector-x", "AZURE_RESOURCE_GROUP": "rg-al",
            "AZURE_SUBSCRIPTION_ID": "sub-app", "EXPORTS_SYSTEM_TOPIC_NAME": "evgt",
            "EXPORTS_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-al", "EXPORTS_SYSTEM_TOPIC_SUBSCRIPTION_ID": "sub-app",
-           "AL_EXPORTS_CONTAINER": "exports", "AL_EXPORTS_PREFIX": "",
+           "AL_EXPORTS_CONTAINER": "exports", "AL_EXPORTS_PREFIX": "labeling/exports/",
            "LABEL_STUDIO_URL": "https://ca-al-ls-x.example.azurecontainerapps.io", "AL_MODEL_NAME": "classifier",
            "KEY_VAULT_NAME": "kv-al-x", "LABEL_STUDIO_TOKEN_SECRET_NAME": "label-studio-token",
            "LABELING_STORAGE_KEY_SECRET_NAME": "labeling-storage-key", "LABELING_STORAGE_ACCOUNT_NAME": "stlblx",
@@ -1291,3 +1342,321 @@ def test_no_site_property_or_setting_that_flex_consumption_does_not_support():
     for name in ("ftpsState", "linuxFxVersion", "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION",
                  "WEBSITE_RUN_FROM_PACKAGE", "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"):
         assert name not in app, name
+
+
+# -- issue 20, item 6: one identity per app, each with its own stage's roles at the narrowest scope ----------------
+
+STORAGE_ROLES = MODULES / "storage-roles.bicep"
+FUNCTION_APP = MODULES / "functionapp.bicep"
+GRANT = re.compile(r"\{ app: '(\w+)', role: '([^']+)', (container|queue): (containerNames|queueNames)\.(\w+) \}")
+
+
+def grants(var: str) -> list[tuple[str, str, str, str]]:
+    """(app, role, 'container'|'queue', name) of a grant table in main.bicep."""
+    names = {"containerNames": object_values(var_expr("containerNames")),
+             "queueNames": object_values(var_expr("queueNames"))}
+    return [(app, role, kind, names[table][key].strip("'")) for app, role, kind, table, key
+            in GRANT.findall(var_expr(var))]
+
+
+def loop_account_grants() -> set[tuple[str, str, str, str]]:
+    """Every grant on the loop's data account, exports in it included (the default)."""
+    return {g for var in ("loopBlobGrants", "loopExportsGrants", "loopQueueGrants", "loopExportsQueueGrants")
+            for g in grants(var)}
+
+
+# What each stage touches on the loop's account, read from the code (shared/backends.py: which port uses which
+# container setting; functions/*/wiring.py: which stage takes which port). The table in docs/deploy.md says the same.
+EXPECTED_LOOP_GRANTS = {
+    ("collector", "Storage Blob Data Contributor", "container", "items"),  # CollectService puts inline items
+    ("collector", "Storage Blob Data Contributor", "container", "landing"),  # IngestService lands batches
+    ("selector", "Storage Blob Data Reader", "container", "items"),  # hand_off reads the item it copies
+    ("selector", "Storage Blob Data Contributor", "container", "selection-lock"),  # BlobLeaseLock
+    ("labels", "Storage Blob Data Contributor", "container", "retrain-state"),  # retrain + catch-up watermarks
+    ("labels", "Storage Blob Data Contributor", "container", "exports-quarantine"),  # quarantine, refusal reports
+    ("labels", "Storage Blob Data Owner", "container", "exports"),  # the blob trigger (exports in this account)
+    ("labels", "Storage Queue Data Contributor", "queue", "retrain-requests"),  # sends; creates it if missing
+    ("labels", "Storage Queue Data Contributor", "queue", "webjobs-blobtrigger-poison"),  # the blob trigger's
+    ("dispatch", "Storage Blob Data Contributor", "container", "manifests"),  # the manifest data asset
+    ("dispatch", "Storage Blob Data Contributor", "container", "retrain-outcomes"),  # the outcome report
+    ("dispatch", "Storage Queue Data Reader", "queue", "retrain-requests"),  # queue trigger: peek, length
+    ("dispatch", "Storage Queue Data Message Processor", "queue", "retrain-requests"),  # receive, delete
+    ("dispatch", "Storage Queue Data Contributor", "queue", "retrain-requests-poison"),  # the host moves poison
+}
+
+
+def module_apps(symbol: str) -> set[str]:
+    """The apps whose identity a module call of main.bicep passes (principals.<app>, clientIds.<app>)."""
+    return set(re.findall(r"\b(?:principals|clientIds)\.(\w+)", module_call(symbol)))
+
+
+def role_assignments(path: Path) -> list[tuple[str, str]]:
+    """(symbolic name, body) of every role assignment resource of a template."""
+    text = _strip_comments(path.read_text())
+    return re.findall(r"(?s)resource (\w+) 'Microsoft\.Authorization/roleAssignments@[\d-]+' = (.*?\n\}\]?)", text)
+
+
+def test_the_loop_account_grants_are_what_each_stage_uses():
+    assert loop_account_grants() == EXPECTED_LOOP_GRANTS
+    # the containers and queues the stages use are the ones the code names
+    containers, queues = code_containers_and_queues()
+    for _, _, kind, name in EXPECTED_LOOP_GRANTS:
+        assert name in (containers if kind == "container" else queues) or name.endswith("-poison"), name
+    roles = _strip_comments(STORAGE_ROLES.read_text())
+    for _, role, _, _ in EXPECTED_LOOP_GRANTS:
+        assert re.search(rf"'{role}': '[0-9a-f-]{{36}}'", roles), role
+    call = module_call("storageRoles")
+    assert "principals: principals" in call
+    assert "blobGrants: concat(loopBlobGrants, externalExports ? [] : loopExportsGrants)" in call
+    assert "queueGrants: concat(loopQueueGrants, externalExports ? [] : loopExportsQueueGrants)" in call
+    # the settings the code reads name those containers and queues
+    for service, stage in app_list():
+        settings = app_settings_of(stage)
+        for _, _, _, name in (g for g in EXPECTED_LOOP_GRANTS if g[0] == service):
+            field = {"items": "AL_ITEMS_CONTAINER", "landing": "AL_LANDING_CONTAINER",
+                     "selection-lock": "AL_SELECTION_LOCK_CONTAINER", "retrain-state": "AL_RETRAIN_STATE_CONTAINER",
+                     "exports-quarantine": "AL_QUARANTINE_CONTAINER", "retrain-requests": "AL_RETRAIN_QUEUE"}.get(name)
+            if field and not (service == "selector" and name == "items"):  # the selector reads items by URI
+                assert field in settings, (stage, field)
+
+
+def test_no_app_identity_has_a_role_another_stage_needs():
+    by_app: dict[str, set[str]] = {}
+    for app, role, _, name in loop_account_grants():
+        by_app.setdefault(app, set()).add(f"{role} on {name}")
+    for service, _ in app_list():
+        by_app.setdefault(service, set())
+    # roles outside the loop account: which module call passes which app's identity
+    assert module_apps("aml") == {"dispatch"}  # AzureML Data Scientist: only the app that trains and deploys
+    assert module_apps("labelingStorage") == {"selector"}  # the labeling container: only the selector writes
+    assert module_apps("exportsRoles") == {"labels"}  # the exports account: only the label stage
+    assert module_apps("keyVault") == {"selector", "labels", "dispatch"}  # each at secret scope (test below)
+    assert module_apps("adx") == module_apps("appInsights") == {s for s, _ in app_list()}  # every stage
+    # the internet-facing collector: no Azure ML, no Key Vault, nothing on the labeling or exports accounts
+    assert "collector" not in module_apps("aml") | module_apps("keyVault") | module_apps("labelingStorage") \
+        | module_apps("exportsRoles")
+    assert by_app["collector"] == {"Storage Blob Data Contributor on items", "Storage Blob Data Contributor on landing"}
+    # and nobody shares a writable container with another stage
+    writable: dict[str, set[str]] = {}
+    for app, role, kind, name in loop_account_grants():
+        if kind == "container" and role != "Storage Blob Data Reader":
+            writable.setdefault(name, set()).add(app)
+    assert all(len(apps) == 1 for apps in writable.values()), writable
+    # only the dispatch app receives retrain requests, only the label app sends them
+    retrain = {(app, role) for app, role, kind, name in loop_account_grants() if name == "retrain-requests"}
+    assert retrain == {("labels", "Storage Queue Data Contributor"), ("dispatch", "Storage Queue Data Reader"),
+                       ("dispatch", "Storage Queue Data Message Processor")}
+    # no module takes the one identity the four apps used to share
+    for name, text in all_bicep().items():
+        assert not re.search(r"(?m)^param (appPrincipalId|appClientId) ", text), name
+
+
+def test_role_scopes_are_containers_queues_and_secrets_where_the_api_allows():
+    """No role on a whole storage account but the app's own host storage; Key Vault at secret scope but the
+    deployer's; the rest on the one resource (workspace, component, database) the role is about."""
+    allowed = {
+        "storage-roles.bicep": {"grantContainers[i]", "grantQueues[i]", "trainingReadContainers[i]"},
+        "exports-roles.bicep": {"exports", "quarantine", "poison"},
+        "labeling-storage.bicep": {"container"},
+        "keyvault.bicep": {"labelStudioSecrets[3]", "secret", "labelStudioSecrets[i]", "vault"},
+        "functionapp.bicep": {"hostStorage"},
+        "appinsights.bicep": {"component"},
+        "aml-access.bicep": {"workspace"},
+    }
+    kinds = {"grantContainers": "containers", "trainingReadContainers": "containers", "grantQueues": "queues",
+             "exports": "containers", "quarantine": "containers", "poison": "queues", "container": "containers",
+             "labelStudioSecrets": "secrets", "secret": "secrets"}
+    seen = set()
+    for path in all_bicep_paths():
+        assignments = role_assignments(path)
+        if not assignments:
+            continue
+        seen.add(path.name)
+        text = _strip_comments(path.read_text())
+        for symbol, body in assignments:
+            scope = re.search(r"\bscope: ([\w\[\]]+)", body)
+            assert scope, (path.name, symbol)
+            assert scope.group(1) in allowed[path.name], (path.name, symbol, scope.group(1))
+            base = scope.group(1).split("[")[0]
+            if base in kinds:  # the scope symbol is a container, queue or secret resource
+                assert re.search(rf"resource {base} '[^']+/{kinds[base]}@", text), (path.name, base)
+            if scope.group(1) == "vault":
+                assert symbol == "deployerReader", "only the deployer reads at vault scope"
+            if scope.group(1) == "hostStorage":  # the app's own host account, no one else's
+                assert "principalId: identityPrincipalId" in body
+    assert seen == set(allowed)
+    kv = _strip_comments(KEYVAULT.read_text())
+    assert re.search(r"var labelStudioSecretOrder = \[\s*labelStudioSecretNames\.secretKey\s*"
+                     r"labelStudioSecretNames\.dbPassword\s*labelStudioSecretNames\.password\s*"
+                     r"labelStudioSecretNames\.token\s*\]", kv), "labelStudioSecrets[3] must be the token"
+
+
+def test_the_label_studio_token_is_readable_by_the_selector_and_label_apps_only():
+    call = module_call("keyVault")
+    assert "labelStudioTokenReaders: [principals.selector, principals.labels]" in call
+    assert "githubTokenReader: principals.dispatch" in call
+    kv = _strip_comments(KEYVAULT.read_text())
+    readers = dict(role_assignments(KEYVAULT))
+    assert "[for reader in labelStudioTokenReaders:" in readers["tokenReaders"]
+    assert "scope: labelStudioSecrets[3]" in readers["tokenReaders"]
+    assert "scope: secret" in readers["githubTokenReaderAssignment"]
+    assert "if (!empty(githubToken))" in readers["githubTokenReaderAssignment"]
+    assert "appPrincipalId" not in kv
+    for stage in STAGES:
+        settings = app_settings_of(stage)
+        assert ("AL_LABEL_STUDIO_TOKEN" in settings) == (stage in ("selector_timer", "label_export_trigger")), stage
+        assert ("AL_GITHUB_TOKEN" in settings) == (stage == "github_dispatch"), stage
+
+
+def test_each_app_has_its_own_host_storage_with_only_its_own_roles():
+    call = module_call("functionApps")
+    assert "hostStorageName: take('st${app.service}${resourceToken}', 24)" in call
+    assert "durableTaskHub: app.stage == 'github_dispatch'" in call
+    assert "blobTrigger: app.stage == 'label_export_trigger'" in call
+    assert "storage.outputs" not in call  # nothing of the loop's data account is any app's host storage
+    for service, _ in app_list():
+        name = f"st{service}" + "x" * 13  # resourceToken: uniqueString, 13 characters
+        assert re.fullmatch(r"[a-z0-9]{3,24}", name[:24]), name
+    app = _strip_comments(FUNCTION_APP.read_text())
+    host = re.search(r"(?s)resource hostStorage 'Microsoft\.Storage/storageAccounts@[\d-]+' = \{.*?\n\}", app).group(0)
+    for needle in ("name: hostStorageName", "allowSharedKeyAccess: false", "allowBlobPublicAccess: false",
+                   "minimumTlsVersion: 'TLS1_2'"):
+        assert needle in host, needle
+    assert "AzureWebJobsStorage__accountName: hostStorage.name" in app
+    assert ("var hostRoles = concat([storageBlobDataOwner], durableTaskHub || blobTrigger ? "
+            "[storageQueueDataContributor] : [],\n  durableTaskHub ? [storageTableDataContributor] : [])") in app
+
+
+def test_the_deploy_runbook_has_the_identity_table():
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    section = doc.split("### Identities, roles and scopes", 1)
+    assert len(section) == 2, "docs/deploy.md has no identities table"
+    table = section[1].split("\nOther principals", 1)[0]  # the apps' table, before the other principals'
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    for service, _ in app_list():
+        mine = [r for r in rows if f"id-al-{service}-" in r[0]]
+        assert mine, service
+        text = " ".join(" ".join(r) for r in mine)
+        for app, role, _, name in loop_account_grants():
+            if app == service:
+                assert role in text and f"`{name}`" in text, (service, role, name)
+        assert ("AzureML Data Scientist" in text) == (service == "dispatch"), service
+        assert ("Key Vault Secrets User" in text) == (service != "collector"), service
+        assert "Ingestor" in text and "Viewer" in text and "Monitoring Metrics Publisher" in text, service
+        assert f"`st{service}…`" in text, service  # its own host storage
+
+
+# -- issue 20, item 7: network and logs -----------------------------------------------------------------------------
+
+DIAGNOSABLE = ("Microsoft.KeyVault/vaults", "Microsoft.Storage/storageAccounts",
+               "Microsoft.Storage/storageAccounts/blobServices", "Microsoft.Storage/storageAccounts/queueServices",
+               "Microsoft.Storage/storageAccounts/tableServices", "Microsoft.Kusto/clusters",
+               "Microsoft.EventGrid/systemTopics", "Microsoft.Web/sites", "Microsoft.DBforPostgreSQL/flexibleServers",
+               "Microsoft.App/managedEnvironments")
+
+
+def test_every_resource_that_has_diagnostic_settings_sends_them_to_log_analytics():
+    """Key Vault, every storage account and its blob/queue/table services, ADX, the Event Grid topic, the function
+    apps, PostgreSQL and the Container Apps environment: each has a diagnostic setting to the workspace."""
+    found = set()
+    for path in all_bicep_paths():
+        text = _strip_comments(path.read_text())
+        declared = re.findall(r"(?m)^resource (\w+) '([\w./]+)@[\w-]+'( existing)? = ", text)
+        settings = re.findall(r"(?s)resource \w+ 'Microsoft\.Insights/diagnosticSettings@[\w-]+' = (?:if \([^\n]*\) )?"
+                              r"\{\s*scope: (\w+)\s*name: '[\w-]+'\s*properties: \{\s*workspaceId: (\w+)", text)
+        scoped = {scope for scope, _ in settings}
+        assert all(ws == "logAnalyticsWorkspaceId" for _, ws in settings), path.name
+        for symbol, rtype, existing in declared:
+            if rtype in DIAGNOSABLE and not existing:
+                assert symbol in scoped, f"{path.name}: {rtype} {symbol} has no diagnostic setting"
+                found.add(rtype)
+        if settings:
+            assert re.search(r"(?m)^param logAnalyticsWorkspaceId string$", text), path.name
+    assert found == set(DIAGNOSABLE)
+    for symbol in ("storage", "keyVault", "adx", "exportsTopic", "postgres", "labelingStorage", "functionApps",
+                   "labelStudio"):
+        assert "logAnalytics.outputs.resourceId" in module_call(symbol), symbol
+    assert "diagnosticSettings: [{ useThisWorkspace: true }]" in module_call("logAnalytics")
+
+
+def test_only_the_collector_is_open_to_the_internet():
+    inbound = var_expr("inbound")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"(?m)^\s*(\w+): \{ (.+) \}$", inbound)}
+    assert set(rows) == {s for s, _ in app_list()}
+    assert rows["collector"].startswith("public: true")
+    for service in ("selector", "labels", "dispatch"):
+        assert rows[service].startswith("public: false"), service
+        assert "adminRanges" in rows[service], service
+    # the label app: Event Grid (its blobs extension) and Label Studio (the annotation webhook)
+    assert "serviceTags: ['AzureEventGrid']" in rows["labels"]
+    assert "labelStudio.outputs.outboundIpAddresses" in rows["labels"]
+    assert "serviceTags: []" in rows["selector"] and "serviceTags: []" in rows["dispatch"]
+    call = module_call("functionApps")
+    for key, field in (("publicInbound", "public"), ("allowedServiceTags", "serviceTags"),
+                       ("allowedIpRanges", "ipRanges")):
+        assert f"{key}: inbound[app.service].{field}" in call, key
+    app = _strip_comments(FUNCTION_APP.read_text())
+    assert "ipSecurityRestrictionsDefaultAction: publicInbound ? 'Allow' : 'Deny'" in app
+    assert "ipSecurityRestrictions: publicInbound ? [] : concat(serviceTagRules, ipRangeRules)" in app
+    assert "tag: 'ServiceTag'" in app and "scmIpSecurityRestrictionsUseMain: false" in app
+    assert ("output outboundIpAddresses array = contains(app.properties, 'outboundIpAddresses') ? "
+            "app.properties.outboundIpAddresses : []") in _strip_comments(LABEL_STUDIO.read_text())
+    assert params()["adminIpRanges"] == "''"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["adminIpRanges"] == {"value": "${ADMIN_IP_RANGES}"}
+
+
+def test_key_vault_keeps_deleted_secrets_and_the_secrets_expire_where_they_can():
+    kv = _strip_comments(KEYVAULT.read_text())
+    vault = re.search(r"(?s)resource vault 'Microsoft\.KeyVault/vaults@[\d-]+' = \{.*?\n\}", kv).group(0)
+    for needle in ("enableRbacAuthorization: true", "enableSoftDelete: true", "enablePurgeProtection: true"):
+        assert needle in vault, needle
+    github = re.search(r"(?s)resource secret 'Microsoft\.KeyVault/vaults/secrets@[\d-]+' = .*?\n\}", kv).group(0)
+    assert "contentType: 'GitHub token (actions:write)'" in github
+    assert "attributes: { exp: dateTimeToEpoch(githubTokenExpiry) }" in github
+    assert "var githubTokenExpiry = empty(githubTokenExpiresOn) ? dateTimeAdd(now, 'P1Y') : githubTokenExpiresOn" in kv
+    assert "githubTokenExpiresOn: githubTokenExpiresOn" in module_call("keyVault")
+    lab = _strip_comments(LABELING_STORAGE.read_text())
+    assert "attributes: { exp: dateTimeToEpoch(dateTimeAdd(now, 'P1Y')) }" in lab
+    for text in (kv, lab):
+        assert "param now string = utcNow()" in text
+
+
+# -- issue 20, item 4 (infra): the exports filter never covers a whole container ------------------------------------
+
+def test_the_exports_prefix_is_required_and_names_a_folder():
+    main = MAIN.read_text()
+    assert re.search(r"@minLength\(1\)\n@description\([^\n]*\)\nparam exportsPrefix string = '([^']+)'\n", main)
+    default = params()["exportsPrefix"].strip("'")
+    assert default and default.endswith("/") and default != "/", default
+    assert load_settings(exports_prefix=default).exports_prefix == default  # the label app starts with it
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["exportsPrefix"] == {"value": f"${{EXPORTS_PREFIX={default}}}"}
+    assert app_settings_of("label_export_trigger")["AL_EXPORTS_PREFIX"] == "exportsPrefix"
+    assert outputs()["AL_EXPORTS_PREFIX"] == "exportsPrefix"
+    # the Event Grid subscription: a prefix is required, no default
+    sub = EVENTGRID.read_text()
+    assert template_params(sub)["exportsPrefix"] is None
+    assert re.search(r"@minLength\(1\)\n@description\([^\n]*\)\nparam exportsPrefix string\n", sub)
+    # and the trigger's path is the folder, not the container
+    from functions.label_export_trigger.wiring import exports_path
+
+    assert exports_path(load_settings(exports_prefix=default)) == f"exports/{default}{{name}}"
+
+
+@pytest.mark.parametrize("prefix, message", [("", "would cover the whole container"), ("labeling", "must end with /")])
+def test_the_postdeploy_hook_refuses_a_filter_on_a_whole_container(tmp_path, prefix, message):
+    import subprocess
+
+    log = tmp_path / "az.log"
+    (tmp_path / "az").write_text(f"#!/bin/sh\necho \"$*\" >> {log}\necho true\n")
+    (tmp_path / "azd").write_text("#!/bin/sh\nexit 1\n")
+    for tool in ("az", "azd"):
+        (tmp_path / tool).chmod(0o755)
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "SERVICE_LABELS_NAME": "func-al-labels-x",
+           "AZURE_RESOURCE_GROUP": "rg-al", "AZURE_SUBSCRIPTION_ID": "sub-app", "EXPORTS_SYSTEM_TOPIC_NAME": "evgt",
+           "EXPORTS_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-al", "EXPORTS_SYSTEM_TOPIC_SUBSCRIPTION_ID": "sub-app",
+           "AL_EXPORTS_CONTAINER": "exports", "AL_EXPORTS_PREFIX": prefix, "LABEL_STUDIO_PROJECT_ID": "3"}
+    done = subprocess.run(["sh", str(HOOK)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert not log.exists() or "deployment group create" not in log.read_text()
