@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     retrain_threshold: int = Field(100, ge=1)
     gate_metric: str = "accuracy"
     gate_tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    training_command: str = Field(
+        "python -m shared.training.train", min_length=1,
+        description="The training step (docs/your-model.md): a command line the loop appends --manifest, "
+        "--classes, --checkpoint, --items, --metric and --out to. The embedded trainer runs it (the default "
+        "in-process); in Azure the same line is the command of training/job.yml.")
 
     max_records: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
@@ -173,6 +178,16 @@ class Settings(BaseSettings):
             return check_strategy(value)
         except SelectionError as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("training_command")
+    @classmethod
+    def _usable_command(cls, value: str) -> str:
+        from shared.training.contract import command_problem
+
+        why = command_problem(value)
+        if why:
+            raise ValueError(why)
+        return value.strip()
 
     @field_validator("github_token", "label_studio_token")
     @classmethod
