@@ -11,11 +11,12 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.support.venvs import built_venv
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +28,8 @@ PACKAGE = ("function_app.py", "host.json", "requirements.txt", "functions", "sha
 @pytest.fixture(scope="module")
 def app_python() -> Path:
     wanted = (ROOT / "requirements.txt").read_text()
-    stamp = VENV / f".stamp-{hashlib.sha256(wanted.encode()).hexdigest()[:16]}"
-    python = VENV / "bin" / "python"
-    if not stamp.exists():
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(ROOT / "requirements.txt")],
-                       check=True, timeout=1800)
-        stamp.touch()
-    return python
+    return built_venv(VENV, f".stamp-{hashlib.sha256(wanted.encode()).hexdigest()[:16]}",
+                      ["-r", str(ROOT / "requirements.txt")])
 
 
 def site_packages_mb(python: Path) -> float:

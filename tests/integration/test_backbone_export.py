@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from PIL import Image
 from skimage import data
 
 from shared.model.backbone import FEATURE_DIM, Backbone, preprocess
+from tests.support.venvs import built_venv
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +41,9 @@ TIMINGS: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def export_python() -> Path:
-    python = VENV / "bin" / "python"
-    if not STAMP.exists():
-        t0 = time.perf_counter()
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *REQUIREMENTS], check=True, timeout=1800)
-        STAMP.touch()
+    t0, fresh = time.perf_counter(), not STAMP.exists()
+    python = built_venv(VENV, STAMP.name, list(REQUIREMENTS))
+    if fresh:
         TIMINGS["venv_build_s"] = time.perf_counter() - t0
     return python
 

@@ -16,7 +16,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from werkzeug import Request, Response
 
 from shared.model.items import encode_png
 from shared.training.train import train
+from tests.support.venvs import built_venv
 
 pytestmark = pytest.mark.slow
 
@@ -44,15 +44,7 @@ def pip_list() -> list[str]:
 @pytest.fixture(scope="module")
 def env_python() -> Path:
     wanted = pip_list()
-    stamp = VENV / f".stamp-{hashlib.sha256(chr(10).join(wanted).encode()).hexdigest()[:16]}"
-    python = VENV / "bin" / "python"
-    if not stamp.exists():
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *wanted], check=True, timeout=1800)
-        stamp.touch()
-    return python
+    return built_venv(VENV, f".stamp-{hashlib.sha256(chr(10).join(wanted).encode()).hexdigest()[:16]}", wanted)
 
 
 def images(n: int, seed: int = 0) -> tuple[list[bytes], list[str]]:
